@@ -1,0 +1,166 @@
+"""JAX sampling driver: steps 0..N−2 in one ``lax.scan`` under ``jax.jit``.
+
+The denoiser, sampler and options are static (hashable) arguments; the grid, the initial state, the
+condition and pytree noise sources (``jax_noise``, ``table_noise``) are traced, so a new key or a new
+grid of the same length does not recompile. The last step runs in the same jitted function but is
+traced separately, because whether ``logsnr[N]`` is infinite (corrector skipped) is decided on the
+host. Finiteness is carried as a per-step flag vector and raised on the host after the call.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from diff_protocol import to_x_eps
+from diff_protocol.noise import JaxNoise, TableNoise, register_jax_pytrees
+
+from .sampling import SampleResult, non_finite_error
+
+
+def _call(denoiser: Any, z: Any, logsnr: Any, cond: Any) -> Any:
+    return denoiser(z, logsnr) if cond is None else denoiser(z, logsnr, cond)
+
+
+def _work_dtype(z: Any) -> Any:
+    return jnp.float32 if z.dtype in (jnp.bfloat16, jnp.float16) else z.dtype
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "denoiser",
+        "sampler",
+        "static_noise",
+        "final",
+        "x_clip",
+        "end_finite",
+        "trajectory",
+        "has_z_init",
+    ),
+)
+def _sample_jit(
+    t,
+    logsnr,
+    logsnr_coef,
+    noise,
+    z_init,
+    cond,
+    *,
+    denoiser,
+    sampler,
+    static_noise,
+    final,
+    x_clip,
+    end_finite,
+    trajectory,
+    has_z_init,
+):
+    noise = static_noise if static_noise is not None else noise
+    z0 = z_init if has_z_init else noise(0)
+    n = logsnr.shape[0] - 1
+    batch_shape = (z0.shape[0],) if z0.ndim >= 1 else ()
+
+    def evaluate(z, lam):
+        lam_vec = jnp.broadcast_to(lam, batch_shape)
+        x_hat = to_x_eps(_call(denoiser, z, lam_vec, cond), z, lam_vec, denoiser.prediction)[0]
+        if x_clip is not None:
+            x_hat = jnp.clip(x_hat, -x_clip, x_clip)
+        return x_hat
+
+    def one_step(z, state, k, with_corrector):
+        lam_t, lam_s = logsnr_coef[k], logsnr_coef[k + 1]
+        x_hat = evaluate(z, logsnr[k])
+        ok_out = jnp.all(jnp.isfinite(x_hat))
+        draw = noise(k + 1) if sampler.stochastic else None
+        z_pred, state = sampler.step(z, x_hat, lam_t, lam_s, draw, state)
+        if sampler.corrector is not None and with_corrector:
+            x_pred = evaluate(z_pred, logsnr[k + 1])
+            ok_out = ok_out & jnp.all(jnp.isfinite(x_pred))
+            z_new, state = sampler.corrector(z, x_hat, z_pred, x_pred, lam_t, lam_s, state)
+        else:
+            z_new = z_pred
+        return z_new, state, ok_out, jnp.all(jnp.isfinite(z_new))
+
+    def body(carry, k):
+        z, state = carry
+        z_new, state, ok_out, ok_state = one_step(z, state, k, True)
+        ys = (ok_out, ok_state, z_new if trajectory else None)
+        return (z_new, state), ys
+
+    state0 = sampler.init(z0)
+    (z, state), (ok_out, ok_state, traj) = jax.lax.scan(
+        body, (z0, state0), jnp.arange(n - 1, dtype=jnp.int32)
+    )
+    last = jnp.asarray(n - 1, dtype=jnp.int32)
+    if final == "denoise":
+        z_last = evaluate(z, logsnr[n - 1])
+        ok_o, ok_s = jnp.all(jnp.isfinite(z_last)), jnp.asarray(True)
+    else:
+        z_last, state, ok_o, ok_s = one_step(z, state, last, end_finite)
+    ok_out = jnp.concatenate([ok_out, ok_o[None]])
+    ok_state = jnp.concatenate([ok_state, ok_s[None]])
+    if trajectory:
+        traj = jnp.concatenate([z0[None], traj, z_last[None]], axis=0)
+    return z_last, ok_out, ok_state, traj
+
+
+def run_scan(
+    denoiser, sampler, grid, noise, *, cond, z_init, final, x_clip, return_trajectory, check_finite
+):
+    register_jax_pytrees()
+    probe = z_init if z_init is not None else noise(0)
+    dt = _work_dtype(probe)
+    t = jnp.asarray(grid.t, dtype=dt)
+    logsnr = jnp.asarray(grid.logsnr, dtype=dt)
+    # step coefficients in float64 when x64 is enabled (see _loop.py); float32 otherwise
+    logsnr_coef = jnp.asarray(grid.logsnr, dtype=jnp.float64 if jax.config.jax_enable_x64 else dt)
+    n = grid.n_steps
+    end_finite = math.isfinite(float(grid.logsnr[-1]))
+    traced_noise = isinstance(noise, (JaxNoise, TableNoise))
+    try:
+        z, ok_out, ok_state, traj = _sample_jit(
+            t,
+            logsnr,
+            logsnr_coef,
+            noise if traced_noise else None,
+            z_init,
+            cond,
+            denoiser=denoiser,
+            sampler=sampler,
+            static_noise=None if traced_noise else noise,
+            final=final,
+            x_clip=x_clip,
+            end_finite=end_finite,
+            trajectory=bool(return_trajectory),
+            has_z_init=z_init is not None,
+        )
+    except TypeError as e:
+        if "hash" in str(e).lower():
+            raise TypeError(
+                "sample: under JAX the denoiser, sampler and non-pytree noise sources are static "
+                f"arguments of jax.jit and must be hashable ({e})"
+            ) from e
+        raise
+    if check_finite:
+        import numpy as np
+
+        ok_out_h, ok_state_h = np.asarray(ok_out), np.asarray(ok_state)
+        t_h = [float(v) for v in np.asarray(grid.t)]
+        lam_h = [float(v) for v in np.asarray(grid.logsnr)]
+        for k in range(n):
+            if not ok_out_h[k]:
+                raise non_finite_error("denoiser output", k, t_h[k], lam_h[k])
+            if not ok_state_h[k]:
+                raise non_finite_error("state", k, t_h[k], lam_h[k])
+    else:
+        z = jax.block_until_ready(z)
+    if return_trajectory:
+        from .sampling import nfe
+
+        return SampleResult(z, nfe(sampler, n, final, grid), list(traj))
+    return z

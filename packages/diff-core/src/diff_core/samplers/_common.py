@@ -1,0 +1,87 @@
+"""Shared per-step preparation for the samplers: namespace, working dtype and VP coefficients.
+
+Coefficients are computed in the dtype of the grid's logsnr (float64 on numpy/torch grids) and
+cast to the state's working dtype (float32 for bfloat16/float16 states), so a low-precision state
+is upcast for the step and the result cast back once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from diff_protocol.arrays import as_float_array, namespace, work_dtype
+from diff_protocol.vp import expand_like, softplus
+
+
+class StepContext(NamedTuple):
+    xp: Any
+    dtype: Any  # working dtype of the step
+    out_dtype: Any  # dtype of the returned state
+    z_t: Any
+    x_hat: Any
+    logsnr_t: Any  # expanded against z, coefficient dtype
+    logsnr_s: Any
+
+    def cast(self, a: Any) -> Any:
+        return a if a.dtype == self.dtype else self.xp.astype(a, self.dtype)
+
+    def out(self, a: Any) -> Any:
+        return a if a.dtype == self.out_dtype else self.xp.astype(a, self.out_dtype)
+
+    def alpha_sigma(self, logsnr: Any) -> tuple[Any, Any]:
+        """(α, σ) at ``logsnr`` in the working dtype."""
+        xp = self.xp
+        return (
+            self.cast(xp.exp(-0.5 * softplus(-logsnr))),
+            self.cast(xp.exp(-0.5 * softplus(logsnr))),
+        )
+
+    def sigma_ratio(self) -> Any:
+        """σ_s/σ_t = exp(½(softplus(λ_t) − softplus(λ_s))), exact 0 at λ_s = +inf."""
+        xp = self.xp
+        return self.cast(xp.exp(0.5 * (softplus(self.logsnr_t) - softplus(self.logsnr_s))))
+
+    def eps_hat(self) -> Any:
+        """ε̂ = (z_t − α_t x̂)/σ_t."""
+        alpha_t, sigma_t = self.alpha_sigma(self.logsnr_t)
+        return (self.z_t - alpha_t * self.x_hat) / sigma_t
+
+
+def prepare(func: str, z_t: Any, x_hat: Any, logsnr_t: Any, logsnr_s: Any) -> StepContext:
+    """Validate and broadcast a step's inputs."""
+    xp = namespace(z_t, x_hat)
+    if tuple(x_hat.shape) != tuple(z_t.shape):
+        raise ValueError(
+            f"{func}: x_hat shape {tuple(x_hat.shape)} must equal z_t shape {tuple(z_t.shape)}"
+        )
+    dt = work_dtype(xp, z_t)
+    lt = expand_like(as_float_array(xp, logsnr_t, z_t), z_t, func=func, arg="logsnr_t")
+    ls = expand_like(as_float_array(xp, logsnr_s, z_t), z_t, func=func, arg="logsnr_s")
+    ctx = StepContext(xp, dt, z_t.dtype, z_t, x_hat, lt, ls)
+    return ctx._replace(z_t=ctx.cast(z_t), x_hat=ctx.cast(x_hat))
+
+
+def require_noise(func: str, noise: Any) -> None:
+    if noise is None:
+        raise ValueError(
+            f"{func}: noise must be an array shaped like z_t for a stochastic step, got None"
+        )
+
+
+def clip(xp: Any, x_hat: Any, clip_x: float | None) -> Any:
+    if clip_x is None:
+        return x_hat
+    return xp.clip(x_hat, -clip_x, clip_x)
+
+
+def check_clip(func: str, clip_x: Any) -> float | None:
+    if clip_x is None:
+        return None
+    if isinstance(clip_x, bool) or not isinstance(clip_x, (int, float)) or not clip_x > 0:
+        raise ValueError(f"{func}: clip_x must be None or a positive number, got {clip_x!r}")
+    return float(clip_x)
+
+
+def no_state(z: Any) -> tuple:
+    """``init`` of samplers that carry no state."""
+    return ()

@@ -1,0 +1,209 @@
+"""The sampling driver: one algorithm, run by the backend's own loop.
+
+``sample(denoiser, sampler, grid, noise)`` walks the time grid from ``t[0]`` to 0:
+
+1. ``z = z_init`` or ``noise(0)`` (the VP prior N(0, I)); ``state = sampler.init(z)``.
+2. For k = 0..N−1: ``x̂ = to_x_eps(denoiser(z, λ_k, cond), z, λ_k, prediction)[0]`` (clipped to
+   ``x_clip``); at k = N−1 with ``final="denoise"`` return x̂; else
+   ``z_pred, state = step(z, x̂, λ_k, λ_{k+1}, noise(k+1) if stochastic else None, state)`` and, for
+   predictor-corrector samplers with finite ``λ_{k+1}``, ``z, state = corrector(...)`` with x̂
+   evaluated at ``(z_pred, λ_{k+1})``.
+
+numpy, array-api-strict and torch run a Python loop (:mod:`diff_core._loop`); JAX runs steps in one
+``lax.scan`` under ``jax.jit`` (:mod:`diff_core._jax_scan`). Given the same noise values
+(``table_noise``) the backends agree up to floating-point rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import array_api_compat
+
+from diff_protocol import NonFiniteError, SamplerStep, TimeGrid, check_denoiser, check_grid
+
+__all__ = ["SampleResult", "StepInfo", "nfe", "sample"]
+
+FINALS = ("denoise", "step")
+
+
+class StepInfo(NamedTuple):
+    """Passed to ``callback`` after each step (Python-loop backends)."""
+
+    k: int
+    t: float
+    t_next: float
+    logsnr: float
+    z: Any
+    x_hat: Any
+    nfe: int
+
+
+class SampleResult(NamedTuple):
+    """``x``: the samples; ``nfe``: denoiser evaluations; ``trajectory``: z at every grid point
+    (the last entry is the returned x)."""
+
+    x: Any
+    nfe: int
+    trajectory: list | Any | None
+
+
+def nfe(
+    sampler: SamplerStep, n_steps: int, final: str = "denoise", grid: TimeGrid | None = None
+) -> int:
+    """Denoiser evaluations of :func:`sample` (guidance adds its own, see
+    :func:`diff_core.guidance.uncond_evaluations`).
+
+    N for one-evaluation samplers; 2N − 1 for Heun with ``final="denoise"``; with ``final="step"``
+    Heun costs 2N, or 2N − 1 when the grid ends at ``logsnr = +inf`` (pass ``grid``).
+    """
+    if final not in FINALS:
+        raise ValueError(f"nfe: final must be 'denoise' or 'step', got {final!r}")
+    if sampler.corrector is None:
+        return n_steps
+    if final == "denoise":
+        return 2 * n_steps - 1
+    end_inf = grid is not None and math.isinf(float(grid.logsnr[-1]))
+    return 2 * n_steps - (1 if end_inf else 0)
+
+
+def _type_name(a: Any) -> str:
+    t = type(a)
+    return f"{t.__module__.split('.')[0]}.{t.__name__}"
+
+
+def _backend_of(a: Any) -> str:
+    if array_api_compat.is_jax_array(a):
+        return "jax"
+    if array_api_compat.is_torch_array(a):
+        return "torch"
+    if array_api_compat.is_numpy_array(a):
+        return "numpy"
+    return "array_api"
+
+
+def non_finite_error(quantity: str, k: int, t: float, logsnr: float) -> NonFiniteError:
+    return NonFiniteError(
+        f"sample: {quantity} is not finite at step {k} (t={t:.4g}, logsnr={logsnr:.4g})"
+    )
+
+
+def sample(
+    denoiser: Any,
+    sampler: SamplerStep,
+    grid: TimeGrid,
+    noise: Callable[[Any], Any] | None,
+    *,
+    cond: Any = None,
+    z_init: Any = None,
+    final: str = "denoise",
+    x_clip: float | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+    progress: bool = False,
+    return_trajectory: bool = False,
+    check_finite: bool = True,
+    grad: bool = False,
+) -> Any:
+    """Sample from ``denoiser`` with ``sampler`` along ``grid``.
+
+    Args:
+      denoiser: a :class:`diff_protocol.Denoiser` (``prediction`` in eps, v, x). Under JAX it is a
+        static argument of the jitted loop and must be hashable.
+      sampler: a :class:`diff_protocol.SamplerStep` (e.g. ``diff_core.samplers.ddim()``).
+      grid: :class:`diff_protocol.TimeGrid`, strictly decreasing t ending at exactly 0.
+      noise: noise source ``noise(i)`` (:mod:`diff_protocol.noise`); draw 0 is the initial state,
+        step k uses draw k + 1. May be None when ``z_init`` is given and the sampler is
+        deterministic.
+      cond: conditioning passed to the denoiser (array, dict of arrays, ...).
+      z_init: initial state; defaults to ``noise(0)``.
+      final: ``"denoise"`` returns x̂ at the last grid point before 0; ``"step"`` returns the state
+        after the last step (at t = 0).
+      x_clip: clip x̂ to [−x_clip, x_clip] before every step.
+      callback: ``callback(StepInfo)`` per step (not under JAX; use ``return_trajectory``).
+      progress: tqdm progress bar (Python loops).
+      return_trajectory: return :class:`SampleResult` with the state at every grid point.
+      check_finite: raise :class:`diff_protocol.NonFiniteError` naming the step, t and logsnr when
+        the denoiser output or the state stops being finite.
+      grad: torch only: keep the autograd graph (default runs under ``torch.no_grad()``).
+
+    Returns:
+      The samples, or a :class:`SampleResult` when ``return_trajectory``.
+    """
+    prediction = check_denoiser("sample", denoiser)
+    if not isinstance(sampler, SamplerStep):
+        raise TypeError(
+            "sample: sampler must be a diff_protocol.SamplerStep (e.g. diff_core.samplers.ddim()), "
+            f"got {type(sampler).__name__}"
+        )
+    if final not in FINALS:
+        raise ValueError(f"sample: final must be 'denoise' or 'step', got {final!r}")
+    if x_clip is not None and (
+        isinstance(x_clip, bool) or not isinstance(x_clip, (int, float)) or not x_clip > 0
+    ):
+        raise ValueError(f"sample: x_clip must be None or a positive number, got {x_clip!r}")
+    grid = check_grid(grid, "sample")
+    n = grid.n_steps
+    lam0 = float(grid.logsnr[0])
+    if lam0 == -math.inf:
+        if prediction == "eps":
+            raise ValueError(
+                "sample: grid starts at logsnr=-inf where an 'eps' prediction cannot give x; "
+                "use a truncated schedule"
+            )
+        if sampler.requires_finite_start:
+            raise ValueError(
+                f"sample: grid starts at logsnr=-inf where the {sampler.name!r} sampler cannot "
+                "start; use a truncated schedule"
+            )
+    if noise is None and (z_init is None or sampler.stochastic):
+        raise ValueError(
+            "sample: noise must be a noise source (diff_protocol.numpy_noise/torch_noise/jax_noise/"
+            "table_noise) unless z_init is given and the sampler is deterministic, got None"
+        )
+    if noise is not None and not callable(noise):
+        raise TypeError(
+            f"sample: noise must be callable noise(i) -> array, got {type(noise).__name__}"
+        )
+    n_draws = getattr(noise, "n_draws", None)
+    needed = n + 1 if (sampler.stochastic or z_init is None) else 0
+    if n_draws is not None and n_draws < needed:
+        raise ValueError(f"sample: noise table has {n_draws} draws, the grid needs {needed}")
+    probe = z_init
+    if noise is not None:
+        first = noise(0)
+        if z_init is not None and _backend_of(first) != _backend_of(z_init):
+            raise TypeError(
+                f"sample: noise(0) is a {_type_name(first)} but z_init is a {_type_name(z_init)}"
+            )
+        if z_init is not None and tuple(first.shape) != tuple(z_init.shape):
+            raise ValueError(
+                f"sample: noise(0) shape {tuple(first.shape)} must equal z_init shape "
+                f"{tuple(z_init.shape)}"
+            )
+        probe = first if z_init is None else z_init
+    if probe is None or getattr(probe, "shape", None) is None:
+        raise TypeError(f"sample: z_init must be an array, got {type(probe).__name__}")
+    options = dict(
+        cond=cond,
+        z_init=z_init,
+        final=final,
+        x_clip=None if x_clip is None else float(x_clip),
+        return_trajectory=return_trajectory,
+        check_finite=check_finite,
+    )
+    if _backend_of(probe) == "jax":
+        if callback is not None:
+            raise TypeError(
+                "sample: callback is not supported under JAX (the loop is a lax.scan); "
+                "use return_trajectory=True"
+            )
+        from ._jax_scan import run_scan
+
+        return run_scan(denoiser, sampler, grid, noise, **options)
+    from ._loop import run_loop
+
+    return run_loop(
+        denoiser, sampler, grid, noise, callback=callback, progress=progress, grad=grad, **options
+    )

@@ -1,0 +1,144 @@
+"""The `Dynamics` interface shared by the EGNN and e3nn backbones, and the registry.
+
+A dynamics network phi maps the scaled noisy state (x, h) of a batch of molecules and their times
+t to the predicted noise (eps_x, eps_h) (EDM, arXiv:2203.17003, eq. 11):
+
+    forward(x [V, 3], h [V, F], t [B], graph, context [B, C] | None) -> (eps_x [V, 3], eps_h [V, F])
+
+Contract: eps_x is CoM-free per molecule, E(3)-equivariant in x (rotations and reflections, invariant
+to translations); eps_h is invariant; both are equivariant to within-molecule permutations; each
+molecule's output depends only on that molecule. Padded inputs ([B, N, ...] with the node mask or a
+`PaddedBatch` as `graph`) are converted to the packed layout at the boundary and back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..batch import Graph, PackedBatch, PaddedBatch, check_node_mask, graph_from_n_atoms, unpad
+from ..com import remove_mean
+
+__all__ = ["DYNAMICS", "Dynamics", "register_dynamics"]
+
+
+class Dynamics(nn.Module):
+    """Base class: validates inputs, converts padded inputs, and checks the outputs.
+
+    Subclasses implement ``forward_packed(x, h, t, graph, context)`` and set ``n_features`` (F),
+    ``context_dim`` (C) and ``include_charges``.
+    """
+
+    n_features: int
+    context_dim: int
+    include_charges: bool
+    n_types: int
+
+    def forward_packed(
+        self, x: Tensor, h: Tensor, t: Tensor, graph: Graph, context: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: Tensor,
+        h: Tensor,
+        t: Tensor | float,
+        graph: Graph | PackedBatch | PaddedBatch | Tensor,
+        context: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        name = type(self).__name__
+        if x.dim() == 3:
+            node_mask = graph.node_mask if isinstance(graph, PaddedBatch) else graph
+            if not isinstance(node_mask, Tensor):
+                raise TypeError(
+                    f"{name}: graph must be a PaddedBatch or node mask for padded x, got "
+                    f"{type(graph)}"
+                )
+            n_atoms = check_node_mask(node_mask, name)
+            g = graph_from_n_atoms(n_atoms.cpu(), device=x.device)
+            xp = unpad(x, node_mask, name, "x")
+            hp = unpad(h, node_mask, name, "h")
+            ex, eh = self.forward(xp, hp, t, g, context)
+            m = node_mask[..., 0] > 0.5
+            out_x = x.new_zeros(x.shape)
+            out_h = h.new_zeros(h.shape[:2] + (eh.shape[-1],))
+            out_x[m] = ex
+            out_h[m] = eh
+            return out_x, out_h
+        if isinstance(graph, PackedBatch):
+            graph = graph.graph
+        if not isinstance(graph, Graph):
+            raise TypeError(f"{name}: graph must be a Graph or PackedBatch, got {type(graph)}")
+        if x.dim() != 2 or x.shape[-1] != 3:
+            raise ValueError(f"{name}: x must have shape [V, 3], got {tuple(x.shape)}")
+        if h.shape != (x.shape[0], self.n_features):
+            raise ValueError(
+                f"{name}: h must have shape [V, F] = [{x.shape[0]}, {self.n_features}], got "
+                f"{tuple(h.shape)}"
+            )
+        b = graph.num_molecules
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(b)
+        t = t.reshape(-1)
+        if t.shape[0] != b:
+            raise ValueError(f"{name}: t must have one value per molecule ({b}), got {t.shape[0]}")
+        context = self.check_context(context, b, x)
+        return self.forward_packed(x, h, t.to(x.dtype), graph, context)
+
+    def check_context(self, context: Tensor | None, b: int, like: Tensor) -> Tensor | None:
+        name = type(self).__name__
+        if self.context_dim == 0:
+            if context is not None and context.numel() > 0:
+                raise ValueError(
+                    f"{name}: context must be None for an unconditional model (context_dim=0), "
+                    f"got shape {tuple(context.shape)}"
+                )
+            return None
+        if context is None:
+            raise ValueError(
+                f"{name}: context must be given with width {self.context_dim} for a conditional "
+                f"model, got None"
+            )
+        context = context.to(like.dtype)
+        if context.dim() == 1:
+            context = context[:, None]
+        if context.shape != (b, self.context_dim):
+            raise ValueError(
+                f"{name}: context must have shape [B, C] = [{b}, {self.context_dim}], got "
+                f"{tuple(context.shape)}"
+            )
+        return context
+
+    def finish(self, eps_x: Tensor, eps_h: Tensor, graph: Graph) -> tuple[Tensor, Tensor]:
+        """Project eps_x onto U and apply the NaN policy."""
+        eps_x = remove_mean(eps_x, graph)
+        policy = getattr(self, "nan_policy", "raise")
+        finite = torch.isfinite(eps_x).all(-1) & torch.isfinite(eps_h).all(-1)
+        if not bool(finite.all()):
+            if policy == "raise":
+                bad = torch.unique(graph.batch[~finite]).tolist()
+                raise FloatingPointError(
+                    f"{type(self).__name__}: non-finite network output for molecules {bad}"
+                )
+            # the official code's silent reset (of the whole batch's position output)
+            self.nan_resets += 1
+            eps_x = torch.zeros_like(eps_x)
+            eps_h = torch.nan_to_num(eps_h, nan=0.0, posinf=0.0, neginf=0.0)
+        return eps_x, eps_h
+
+    def extra_config(self) -> dict[str, Any]:
+        """JSON-able description used by checkpoints."""
+        raise NotImplementedError
+
+
+DYNAMICS: dict[str, type[Dynamics]] = {}
+
+
+def register_dynamics(name: str, cls: type[Dynamics]) -> type[Dynamics]:
+    """Register a backbone under `name` (``DYNAMICS`` and the ``diff.models`` group)."""
+    DYNAMICS[name] = cls
+    return cls

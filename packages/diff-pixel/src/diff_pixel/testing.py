@@ -1,0 +1,335 @@
+"""Checks that downstream packages run on their own models and trainers.
+
+Each ``assert_*`` raises ``AssertionError`` with the measured numbers when a property fails.
+They use only the public model interface: ``model(z, logsnr, cond, *, dropout_key)`` and, for the
+identity check, ``model.features``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diff_pixel.models.cond import Cond
+from diff_pixel.models.config import UViTConfig
+
+__all__ = [
+    "assert_drop_ignores_condition",
+    "assert_example_independent",
+    "assert_identity_at_init",
+    "assert_resume_bitwise",
+    "forward_fn",
+    "jit_forward",
+    "perturb",
+    "random_cond",
+    "random_inputs",
+    "run_sharded_equality",
+]
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _perturbed(leaves: list[jax.Array], key: jax.Array, scale: float) -> list[jax.Array]:
+    keys = jax.random.split(key, len(leaves))
+    return [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)]
+
+
+def perturb(model: nnx.Module, key: jax.Array, scale: float = 0.05) -> None:
+    """Add ``scale``·N(0, 1) to every ``nnx.Param`` of ``model`` in place (moves zero-initialised
+    layers away from zero so that conditioning and dropout have an effect)."""
+    state = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    nnx.update(model, jax.tree.unflatten(treedef, _perturbed(leaves, key, float(scale))))
+
+
+@functools.lru_cache(maxsize=64)
+def forward_fn(graphdef: Any) -> Callable[..., Any]:
+    """The jitted ``(state, z, logsnr, cond, dropout_key) -> (output, features, skips_left)`` of a
+    backbone graphdef; cached per graphdef so models of one architecture share compilations."""
+
+    @jax.jit
+    def forward(state: Any, z: Any, lam: Any, cond: Any, key: Any) -> Any:
+        return nnx.merge(graphdef, state)._forward(z, lam, cond, key)
+
+    return forward
+
+
+def random_cond(
+    config: UViTConfig,
+    batch: int,
+    key: jax.Array,
+    *,
+    frames: int | None = None,
+    tokens: int = 4,
+    per_frame_vector: bool = False,
+) -> Cond | None:
+    """A valid random :class:`Cond` for every condition ``config`` declares (None if it has none)."""
+    ks = jax.random.split(key, 5)
+    fields: dict[str, Any] = {}
+    if config.num_classes:
+        fields["label"] = jax.random.randint(ks[0], (batch,), 0, config.num_classes)
+    if config.vector_dim:
+        lead = (batch, frames) if per_frame_vector and frames else (batch,)
+        fields["vector"] = jax.random.normal(ks[1], lead + (config.vector_dim,))
+    if config.token_dim:
+        fields["tokens"] = jax.random.normal(ks[2], (batch, tokens, config.token_dim))
+        fields["token_lengths"] = jax.random.randint(ks[3], (batch,), 1, tokens + 1)
+    if config.spatial_channels:
+        lead = (batch, frames) if frames else (batch,)
+        fields["spatial"] = jax.random.normal(
+            ks[4], lead + (config.height, config.width, config.spatial_channels)
+        )
+    return Cond(**fields) if fields else None
+
+
+def random_inputs(
+    config: UViTConfig, batch: int, key: jax.Array, *, frames: int | None = None
+) -> tuple[jax.Array, jax.Array, Cond | None]:
+    """(z, logsnr, cond) for ``config``: z standard normal, logsnr uniform in [−10, 10]."""
+    kz, kl, kc = jax.random.split(key, 3)
+    lead = (batch, frames) if config.frame_axis else (batch,)
+    z = jax.random.normal(kz, lead + (config.height, config.width, config.in_channels))
+    lam = jax.random.uniform(kl, (batch,), minval=-10.0, maxval=10.0)
+    return z, lam, random_cond(config, batch, kc, frames=frames if config.frame_axis else None)
+
+
+def jit_forward(model: nnx.Module) -> Callable[..., jax.Array]:
+    """``f(z, logsnr, cond=None, dropout_key=None)``: the model's forward pass under ``jax.jit``
+    with the parameters as arguments (a snapshot of the model's current state)."""
+    graphdef, state = nnx.split(model)
+    if hasattr(model, "_forward"):
+        fwd = forward_fn(graphdef)
+
+        def call(z: Any, logsnr: Any, cond: Any = None, dropout_key: Any = None) -> jax.Array:
+            return fwd(state, z, logsnr, cond, dropout_key)[0]
+
+        return call
+
+    @jax.jit
+    def plain(state: Any, z: Any, lam: Any, cond: Any, key: Any) -> jax.Array:
+        return nnx.merge(graphdef, state)(z, lam, cond, dropout_key=key)
+
+    def call_plain(z: Any, logsnr: Any, cond: Any = None, dropout_key: Any = None) -> jax.Array:
+        return plain(state, z, logsnr, cond, dropout_key)
+
+    return call_plain
+
+
+def _config(model: nnx.Module, fn: str) -> UViTConfig:
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, UViTConfig):
+        raise TypeError(f"{fn}: model must have a UViTConfig `config` attribute, got {type(cfg).__name__}")
+    return cfg
+
+
+def assert_identity_at_init(
+    model: nnx.Module,
+    z: jax.Array | None = None,
+    logsnr: jax.Array | None = None,
+    cond: Cond | None = None,
+    *,
+    dropout_key: jax.Array | None = None,
+    seed: int = 0,
+) -> None:
+    """Assert ``features()["pre_unembed"] == features()["embed"]`` bitwise (a freshly initialised
+    residual backbone is the identity between stem and head), with and without dropout, and that
+    no skip tensor is left on the stack."""
+    cfg = _config(model, "assert_identity_at_init")
+    key = jax.random.key(seed)
+    if z is None:
+        frames = 3 if cfg.frame_axis else None
+        z, logsnr, cond = random_inputs(cfg, 2, key, frames=frames)
+    keys = [None, jax.random.fold_in(key, 1) if dropout_key is None else dropout_key]
+    graphdef, state = nnx.split(model)
+    forward = forward_fn(graphdef)
+    for k in keys:
+        out, feats, left = forward(state, z, logsnr, cond, k)
+        left = int(left)
+        diff = float(jnp.max(jnp.abs(feats["pre_unembed"] - feats["embed"])))
+        if diff != 0.0:
+            raise AssertionError(
+                f"assert_identity_at_init: pre_unembed != embed (max |diff| = {diff:.3e}, "
+                f"dropout_key={'set' if k is not None else 'None'})"
+            )
+        if left:
+            raise AssertionError(f"assert_identity_at_init: {left} skip tensors left on the stack")
+        if not bool(jnp.all(jnp.isfinite(out))):
+            raise AssertionError("assert_identity_at_init: non-finite output")
+
+
+def _perturb_example(
+    z: jax.Array, logsnr: jax.Array, cond: Cond | None, index: int, fields: Sequence[str], key: jax.Array, num_classes: int
+) -> tuple[jax.Array, jax.Array, Cond | None]:
+    ks = iter(jax.random.split(key, 8))
+
+    def bump(a: jax.Array) -> jax.Array:
+        return a.at[index].add(jax.random.normal(next(ks), a.shape[1:], a.dtype))
+
+    if "z" in fields:
+        z = bump(z)
+    if "logsnr" in fields:
+        logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), z.shape[:1] if jnp.ndim(logsnr) <= 1 else jnp.shape(logsnr))
+        logsnr = logsnr.at[index].add(1.5)
+    if cond is not None:
+        changes: dict[str, Any] = {}
+        if "label" in fields and cond.label is not None:
+            changes["label"] = cond.label.at[index].set((cond.label[index] + 1) % max(num_classes, 1))
+        for name in ("vector", "tokens", "spatial"):
+            if name in fields and getattr(cond, name) is not None:
+                changes[name] = bump(getattr(cond, name))
+        cond = cond.replace(**changes)
+    return z, logsnr, cond
+
+
+def assert_example_independent(
+    model: nnx.Module,
+    z: jax.Array,
+    logsnr: jax.Array,
+    cond: Cond | None = None,
+    *,
+    index: int = 0,
+    fields: Sequence[str] | None = None,
+    atol: float = 1e-6,
+    min_change: float = 1e-6,
+    seed: int = 0,
+) -> float:
+    """Assert that changing example ``index``'s inputs (``fields`` among z, logsnr, label, vector,
+    tokens, spatial; default all given) changes only that example's output: the others stay within
+    ``atol`` (no coupling across the batch, e.g. through batch statistics), and the changed example
+    moves by more than ``min_change``. Returns the largest change seen in the other examples."""
+    fields = tuple(fields) if fields is not None else ("z", "logsnr", "label", "vector", "tokens", "spatial")
+    fwd = jit_forward(model)
+    num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
+    base = np.asarray(fwd(z, logsnr, cond))
+    z2, l2, c2 = _perturb_example(z, logsnr, cond, index, fields, jax.random.key(seed), num_classes)
+    new = np.asarray(fwd(z2, l2, c2))
+    others = np.delete(np.abs(new - base), index, axis=0)
+    other_max = float(others.max()) if others.size else 0.0
+    own = float(np.abs(new[index] - base[index]).max())
+    if other_max > atol:
+        raise AssertionError(
+            f"assert_example_independent: changing example {index} ({', '.join(fields)}) moved other "
+            f"examples by {other_max:.3e} > atol {atol:.1e}"
+        )
+    if own <= min_change:
+        raise AssertionError(
+            f"assert_example_independent: changing example {index} ({', '.join(fields)}) moved its own "
+            f"output by only {own:.3e} <= {min_change:.1e}: the inputs are ignored"
+        )
+    return other_max
+
+
+def assert_drop_ignores_condition(
+    model: nnx.Module,
+    z: jax.Array,
+    logsnr: jax.Array,
+    cond: Cond,
+    *,
+    seed: int = 0,
+) -> None:
+    """Assert that with ``drop=True`` the output is bitwise independent of the contents of every
+    condition (label, vector, tokens, token_lengths, spatial)."""
+    if not isinstance(cond, Cond):
+        raise TypeError(f"assert_drop_ignores_condition: cond must be a Cond, got {type(cond).__name__}")
+    b = cond.batch_size()
+    dropped = cond.replace(drop=jnp.ones((b,), bool))
+    ks = iter(jax.random.split(jax.random.key(seed), 8))
+    changes: dict[str, Any] = {}
+    num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
+    if cond.label is not None:
+        changes["label"] = jax.random.randint(next(ks), cond.label.shape, 0, max(num_classes, 1) + 1)
+    for name in ("vector", "tokens", "spatial"):
+        v = getattr(cond, name)
+        if v is not None:
+            changes[name] = 3.0 * jax.random.normal(next(ks), v.shape, v.dtype)
+    if cond.token_lengths is not None:
+        k = cond.tokens.shape[1]
+        changes["token_lengths"] = jax.random.randint(next(ks), (b,), 0, k + 1)
+    fwd = jit_forward(model)
+    a = np.asarray(fwd(z, logsnr, dropped))
+    other = np.asarray(fwd(z, logsnr, dropped.replace(**changes)))
+    if not np.array_equal(a, other):
+        raise AssertionError(
+            "assert_drop_ignores_condition: with drop=True the output depends on the condition "
+            f"contents (max |diff| = {float(np.abs(a - other).max()):.3e}, fields {sorted(changes)})"
+        )
+
+
+def _leaves_equal(a: Any, b: Any) -> list[str]:
+    bad = []
+    la, lb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
+    if len(la) != len(lb):
+        return [f"tree sizes differ: {len(la)} vs {len(lb)}"]
+    for (path, x), (_, y) in zip(la, lb, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype != y.dtype or x.shape != y.shape or not np.array_equal(x, y):
+            bad.append(jax.tree_util.keystr(path))
+    return bad
+
+
+def assert_resume_bitwise(make_trainer: Callable[[str, int], Any], steps: int) -> None:
+    """Assert that training ``steps`` steps uninterrupted equals training ``steps // 2`` steps,
+    rebuilding the trainer in the same ``out_dir`` and training to ``steps`` (bitwise on CPU).
+
+    ``make_trainer(out_dir, steps)`` must return a fresh :class:`diff_pixel.train.Trainer` whose
+    ``run()`` returns the final ``TrainState`` and resumes from ``out_dir``'s checkpoints; its
+    ``checkpoint_every`` must divide ``steps // 2``.
+    """
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"assert_resume_bitwise: steps must be an int >= 2, got {steps!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        full_dir, split_dir = os.path.join(tmp, "full"), os.path.join(tmp, "split")
+        full = make_trainer(full_dir, steps).run()
+        make_trainer(split_dir, steps // 2).run()
+        resumed = make_trainer(split_dir, steps).run()
+        bad = _leaves_equal(full, resumed)
+        if bad:
+            raise AssertionError(
+                f"assert_resume_bitwise: {len(bad)} state leaves differ after resuming, e.g. {bad[:5]}"
+            )
+
+
+def run_sharded_equality(script: str, devices: int = 8, *, timeout: float = 600.0) -> dict[str, Any]:
+    """Run ``script`` (Python source, or the path of a .py file) in a subprocess with ``devices``
+    forced XLA CPU devices and return the JSON object it prints on its last stdout line.
+
+    The script does its own comparison (e.g. a step on meshes of 1, 2 and 8 devices) and reports
+    numbers; the caller asserts on them. A non-zero exit raises ``AssertionError`` with stderr.
+    """
+    if not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"run_sharded_equality: devices must be a positive int, got {devices!r}")
+    if os.path.isfile(script):
+        with open(script, encoding="utf-8") as fh:
+            source = fh.read()
+    else:
+        source = script
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", source], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"run_sharded_equality: script exited {proc.returncode}; stderr tail:\n{proc.stderr[-4000:]}"
+        )
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
+    if not lines:
+        raise AssertionError("run_sharded_equality: script printed nothing; expected a JSON object")
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError as exc:
+        raise AssertionError(
+            f"run_sharded_equality: last stdout line is not JSON: {lines[-1][:200]!r}"
+        ) from exc

@@ -1,0 +1,233 @@
+"""Trainer mechanics on a small NNX regression model (fast to compile).
+
+EMA formula, learning-rate schedule, non-finite handling (spec check 21), configuration mismatch
+errors, checkpoint atomicity, metrics truncation on resume, aux arguments, custom steps and
+sample grids. The diffusion-model checks (15, 20) are in test_pixel_train_digits.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from PIL import Image
+
+from diff_pixel.data import ArraySource, Loader
+from diff_pixel.train import (
+    TrainConfig,
+    Trainer,
+    ema_decay_at,
+    lr_schedule,
+    read_metrics,
+    train_step_fn,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressorConfig:
+    width: int = 4
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+class Regressor(nnx.Module):
+    """x (B, 4, 4, 1) → per-pixel affine map + a conv; learns y = 2x − 0.5 (label-shifted)."""
+
+    def __init__(self, width: int = 4, *, rngs: nnx.Rngs) -> None:
+        self.conv = nnx.Conv(1, width, (3, 3), rngs=rngs)
+        self.out = nnx.Conv(width, 1, (1, 1), rngs=rngs)
+        self.config = RegressorConfig(width)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.out(jnp.tanh(self.conv(x)))
+
+
+def regression_loss(model, batch, key, aux):
+    x = batch["x"]
+    noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:]))(
+        jax.vmap(jax.random.fold_in, (None, 0))(key, batch["index"])
+    )
+    scale = 1.0 if aux is None else aux["scale"]
+    target = scale * (2.0 * x - 0.5) + 0.01 * noise
+    err = (model(x) - target) ** 2
+    loss = jnp.mean(err)
+    return loss, {"mse": loss, "per_label_sum": jnp.zeros(2).at[0].set(loss), "per_label_count": jnp.ones(2)}
+
+
+def source(n=40):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (n, 4, 4, 1)).astype(np.float32)
+    return ArraySource(x, np.arange(n) % 2, num_classes=2, name="toy")
+
+
+def make(out_dir, steps=4, seed=0, width=4, **kw):
+    cfg_kw = dict(
+        steps=steps,
+        batch_size=8,
+        lr=1e-2,
+        warmup_steps=2,
+        ema_decay=0.99,
+        log_every=1,
+        checkpoint_every=2,
+        out_dir=str(out_dir),
+        progress=False,
+    )
+    trainer_kw = {k: kw.pop(k) for k in list(kw) if k in ("aux", "sample_fn", "step_fn", "recipe", "resume")}
+    cfg_kw.update(kw)
+    model = Regressor(width, rngs=nnx.Rngs(seed))
+    return Trainer(model, regression_loss, TrainConfig(**cfg_kw), Loader(source(), 8, seed=0), **trainer_kw)
+
+
+def params(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_ema_and_adamw_follow_their_formulas(tmp_path):
+    trainer = make(tmp_path / "run")
+    theta0 = params(nnx.state(trainer.model(), nnx.Param))
+    batch = next(Loader(source(), 8, seed=0))
+    m = trainer.step(batch)
+    assert m["finite"] and m["ema_decay"] == pytest.approx(0.1)  # min(0.99, (1+0)/(10+0))
+    theta1 = params(nnx.state(trainer.model(), nnx.Param))
+    ema1 = params(trainer.state.ema)
+    for e, a, b in zip(ema1, theta0, theta1):
+        np.testing.assert_allclose(e, np.float32(0.1) * a + np.float32(0.9) * b, rtol=1e-6, atol=1e-7)
+    # first AdamW update with bias correction is -lr_0 * sign-like g/(|g| + eps); lr_0 = lr/2
+    step = np.array([np.abs(b - a).max() for a, b in zip(theta0, theta1)])
+    assert np.all(step <= 0.5e-2 * (1 + 1e-5)) and step.max() > 0.4e-2
+    assert float(ema_decay_at(1000, 0.99, True)) == pytest.approx(0.99)
+    assert float(ema_decay_at(5, 0.99, True)) == pytest.approx(6 / 15)
+    assert float(ema_decay_at(5, 0.99, False)) == pytest.approx(0.99)
+
+
+def test_lr_schedule_warmup_and_cosine():
+    cfg = TrainConfig(steps=110, batch_size=1, lr=1.0, warmup_steps=10)
+    f = lr_schedule(cfg)
+    np.testing.assert_allclose([float(f(c)) for c in (0, 4, 9, 50)], [0.1, 0.5, 1.0, 1.0], rtol=1e-6)
+    g = lr_schedule(cfg.replace(lr_decay="cosine"))
+    np.testing.assert_allclose(float(g(60)), 0.5 * (1 + np.cos(np.pi * 0.5)), atol=1e-6)
+    np.testing.assert_allclose(float(g(110)), 0.0, atol=1e-7)
+
+
+def test_nonfinite_raise_and_skip(tmp_path):
+    batch = next(Loader(source(), 8, seed=0))
+    bad = dict(batch)
+    bad["x"] = batch["x"].copy()
+    bad["x"][3, 1, 2, 0] = np.nan
+    trainer = make(tmp_path / "raise")
+    trainer.step(batch)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 2; last checkpoint: none"):
+        trainer.step(bad)
+    skipper = make(tmp_path / "skip", on_nonfinite="skip")
+    skipper.step(batch)
+    before = params(skipper.state.graph_state) + params(skipper.state.ema)
+    m = skipper.step(bad)
+    assert not m["finite"]
+    after = params(skipper.state.graph_state) + params(skipper.state.ema)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert skipper.step_count == 2  # the data stream moves on; the weights do not
+    m = skipper.step(batch)
+    assert m["finite"] and not np.array_equal(params(skipper.state.graph_state)[0], before[0])
+
+
+def test_resume_continues_exactly_and_truncates_metrics(tmp_path):
+    full = make(tmp_path / "full", steps=6)
+    full_state = full.run()
+    make(tmp_path / "split", steps=4).run()
+    # a later, newer record left by a crash after the last checkpoint must be dropped on resume
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 123.0}) + "\n")
+    # an interrupted Orbax save leaves a temporary directory: it is not a checkpoint
+    os.makedirs(tmp_path / "split" / "checkpoints" / "6.orbax-checkpoint-tmp-1700000000" / "state")
+    resumed = make(tmp_path / "split", steps=6)
+    assert resumed.restored_step == 4
+    assert [r["step"] for r in read_metrics(tmp_path / "split" / "metrics.jsonl")] == [1, 2, 3, 4]
+    state = resumed.run()
+    for a, b in zip(params(full_state.as_dict()), params(state.as_dict())):
+        assert np.array_equal(a, b)
+    ra = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    rb = read_metrics(tmp_path / "split" / "metrics.jsonl")
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("wall_s", "examples_per_s")}  # noqa: E731
+    assert [strip(r) for r in ra] == [strip(r) for r in rb] and len(ra) == 6
+    assert set(ra[0]) >= {"step", "loss", "grad_norm", "lr", "ema_decay", "examples_per_s", "wall_s", "mse"}
+    assert (tmp_path / "split" / "loss.png").is_file()
+    assert sorted(os.listdir(tmp_path / "split" / "checkpoints"))[:3] == ["2", "4", "6"]
+
+
+def test_other_configuration_is_a_clear_error(tmp_path):
+    make(tmp_path / "run", steps=2).run()
+    with pytest.raises(ValueError, match=r"differing fields: model\.config\.width: checkpoint 4, now 6"):
+        make(tmp_path / "run", steps=4, width=6)
+    with pytest.raises(ValueError, match=r"train\.lr: checkpoint 0\.01, now 0\.02"):
+        make(tmp_path / "run", steps=4, lr=2e-2)
+    with pytest.raises(ValueError, match=r"recipe\.b: checkpoint <absent>, now 1"):
+        make(tmp_path / "run", steps=4, recipe={"b": 1})
+    with pytest.raises(ValueError, match="resume=False"):
+        make(tmp_path / "run", steps=4, resume=False)
+    # steps, logging and checkpoint cadence may change
+    t = make(tmp_path / "run", steps=3, log_every=2, checkpoint_every=1)
+    assert t.restored_step == 2
+
+
+def test_batch_size_validation(tmp_path):
+    model = Regressor(rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="Trainer: batch_size must equal the loader's global batch size 8"):
+        Trainer(model, regression_loss, TrainConfig(steps=1, batch_size=16, out_dir=str(tmp_path)),
+                Loader(source(), 8, seed=0))
+    with pytest.raises(TypeError, match="Trainer: config must be a TrainConfig"):
+        Trainer(model, regression_loss, {"steps": 1}, Loader(source(), 8, seed=0))
+    with pytest.raises(ValueError, match="TrainConfig: ema_decay must be in"):
+        TrainConfig(steps=1, batch_size=1, ema_decay=1.0)
+
+
+def test_aux_is_an_argument_and_step_fn_replaces_the_step(tmp_path):
+    batch = next(Loader(source(), 8, seed=0))
+    a = make(tmp_path / "a", aux={"scale": jnp.float32(1.0)})
+    b = make(tmp_path / "b", aux={"scale": jnp.float32(3.0)})
+    la, lb = a.step(batch)["loss"], b.step(batch)["loss"]
+    assert lb > 2 * la  # the target scale reaches the loss through aux
+
+    calls = []
+
+    def frozen_step(graphdef, loss_fn, ema_decay, ema_warmup):
+        inner = train_step_fn(graphdef, loss_fn, ema_decay, ema_warmup)
+
+        def step(state, batch, aux):
+            calls.append(1)  # traced once
+            new, metrics = inner(state, batch, aux)
+            return new._replace(graph_state=state.graph_state), metrics
+
+        return step
+
+    c = make(tmp_path / "c", step_fn=frozen_step)
+    before = params(c.state.graph_state)
+    c.step(batch)
+    c.step(batch)
+    assert all(np.array_equal(x, y) for x, y in zip(before, params(c.state.graph_state)))
+    assert len(calls) == 1 and c.step_count == 2
+
+
+def test_sample_grids_and_loss_curve(tmp_path):
+    def sample_fn(model, key):
+        x = jax.random.uniform(key, (6, 4, 4, 1), minval=-1, maxval=1)
+        return jnp.clip(model(x), -1, 1), jnp.array([0, 1, 0, 1, 1, 1])
+
+    t = make(tmp_path / "s", steps=4, sample_every=2, sample_fn=sample_fn)
+    t.run()
+    files = sorted(os.listdir(tmp_path / "s" / "samples"))
+    assert files == ["step_0000002.png", "step_0000004.png"]
+    img = np.asarray(Image.open(tmp_path / "s" / "samples" / files[-1]))
+    assert img.shape == (8, 16)  # two classes → two rows; four images of class 1 → four columns
+    expected, labels = sample_fn(t.ema_model(), t.sample_key())
+    from diff_pixel.images import make_grid
+
+    np.testing.assert_array_equal(img, make_grid(np.asarray(expected), labels=np.asarray(labels))[..., 0])
+    assert optax is not None

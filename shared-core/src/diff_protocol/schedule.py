@@ -1,0 +1,108 @@
+"""The ``Schedule`` protocol and its JSON form.
+
+A schedule maps time ``t`` in [0, 1] (0 = data) to log-SNR λ, strictly decreasing, with the
+inverse ``t_of`` and the derivative ``dlogsnr_dt``. ``to_dict`` returns the constructor's keyword
+arguments plus ``"name"`` (the registry name under ``diff.schedules``), so a schedule saved with a
+checkpoint can be rebuilt by any installed package.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from typing import Any, Protocol, runtime_checkable
+
+from .arrays import Array
+
+__all__ = ["Schedule", "schedule_from_dict", "schedule_from_json", "schedule_to_json"]
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """Noise schedule ``t -> logsnr`` (strictly decreasing), array-API in ``t``."""
+
+    name: str
+
+    def logsnr(self, t: Array) -> Array: ...
+
+    def t_of(self, logsnr: Array) -> Array: ...
+
+    def dlogsnr_dt(self, t: Array) -> Array: ...
+
+    @property
+    def logsnr_range(self) -> tuple[float, float]:
+        """``(λ(1), λ(0))`` as Python floats; either may be infinite."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ValueError("schedule_to_json: schedule parameters must not be NaN, got nan")
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str):  # never compare arrays with strings (elementwise in numpy)
+        return math.inf if value == "inf" else -math.inf if value == "-inf" else value
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    return value
+
+
+def schedule_to_json(schedule: Schedule) -> str:
+    """JSON text of ``schedule.to_dict()``; ±inf are written as the strings ``"inf"``/``"-inf"``."""
+    to_dict = getattr(schedule, "to_dict", None)
+    if not callable(to_dict):
+        raise TypeError(
+            f"schedule_to_json: schedule must implement to_dict(), got {type(schedule).__name__}"
+        )
+    return json.dumps(_encode(to_dict()), allow_nan=False, sort_keys=True)
+
+
+def schedule_from_json(text: str) -> Schedule:
+    """Rebuild a schedule from :func:`schedule_to_json` output."""
+    if not isinstance(text, str):
+        raise TypeError(f"schedule_from_json: text must be a str, got {type(text).__name__}")
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"schedule_from_json: text must encode an object, got {type(data).__name__}"
+        )
+    return schedule_from_dict(_decode(data))
+
+
+def schedule_from_dict(d: dict[str, Any]) -> Schedule:
+    """Look ``d["name"]`` up in the ``diff.schedules`` registry and call it with the other keys.
+
+    Keys that the schedule's constructor does not take are a ``TypeError`` naming the key.
+    """
+    from .registry import load
+
+    if not isinstance(d, dict) or "name" not in d:
+        raise ValueError(f"schedule_from_dict: d must be a dict with a 'name' key, got {d!r}")
+    rest = {k: _decode(v) for k, v in d.items() if k != "name"}
+    name = d["name"]
+    cls = load("diff.schedules", name)
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        params = {}
+    accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not accepts_kwargs:
+        for key in rest:
+            if key not in params:
+                raise TypeError(f"schedule_from_dict: unknown key {key!r} for {name!r}")
+    return cls(**rest)
