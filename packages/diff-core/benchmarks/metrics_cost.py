@@ -24,11 +24,11 @@ def main() -> None:
             x, _ = mix.sample(n, seed=0)
             y, _ = mix.sample(n, seed=1)
             x, y = x.reshape(n, -1), y.reshape(n, -1)
-            t_draw = best_of(lambda: mix.sample(n, seed=2), 3)
+            t_draw = best_of(lambda mix=mix, n=n: mix.sample(n, seed=2), 3)
             for metric, fn in (
-                ("mmd2", lambda: metrics.mmd2(x, y)),
-                ("sw2", lambda: metrics.sliced_wasserstein(x, y)),
-                ("fd", lambda: metrics.frechet_distance(x, y)),
+                ("mmd2", lambda x=x, y=y: metrics.mmd2(x, y)),
+                ("sw2", lambda x=x, y=y: metrics.sliced_wasserstein(x, y)),
+                ("fd", lambda x=x, y=y: metrics.frechet_distance(x, y)),
             ):
                 t = best_of(fn, 3)
                 print(

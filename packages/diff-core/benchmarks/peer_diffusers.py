@@ -121,6 +121,7 @@ def overhead_figure() -> dict:
     try:
         import jax
         import jax.numpy as jnp
+
         from diff_protocol import jax_noise
 
         jw = [jnp.asarray(a, dtype=jnp.float32) for a in (w1, b1, w2, b2)]

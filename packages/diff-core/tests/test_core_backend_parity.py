@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from diff_protocol import table_noise
-from diff_protocol.testing import to_backend, to_numpy
 
 from diff_core import grids, sample
 from diff_core.samplers import ddim, ddpm, dpmpp_2m, euler, heun
 from diff_core.testing import problem
+from diff_protocol import table_noise
+from diff_protocol.testing import to_backend, to_numpy
 
 SAMPLERS = {
     "ddpm": ddpm(),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from diff_protocol import NonFiniteError, TimeGrid, as_denoiser, numpy_noise, table_noise, to_x_eps
-from diff_protocol.testing import backend
 
 from diff_core import grids, sample
 from diff_core.samplers import ddim, ddpm, dpmpp_2m, euler, heun
 from diff_core.schedules import CosineSchedule
+from diff_protocol import NonFiniteError, TimeGrid, as_denoiser, numpy_noise, table_noise, to_x_eps
+from diff_protocol.testing import backend
 
 
 def _nan_from_step(k_bad, grid, xp):
@@ -45,7 +45,7 @@ def test_non_finite_state_is_reported():
     blow_up = SamplerStep(
         "blow_up", init=lambda z: (), step=lambda z, x, lt, ls, n, s: (z / 0.0, s)
     )
-    den = as_denoiser(lambda z, l: 0.5 * z, "x")
+    den = as_denoiser(lambda z, lam: 0.5 * z, "x")
     with np.errstate(divide="ignore", invalid="ignore"):
         with pytest.raises(NonFiniteError, match=r"sample: state is not finite at step 0 \(t=1,"):
             sample(den, blow_up, grid, numpy_noise(0, (4, 2)))
@@ -54,7 +54,7 @@ def test_non_finite_state_is_reported():
 def test_grid_must_end_at_zero():
     t = np.array([1.0, 0.5, 0.001])
     grid = TimeGrid(t, CosineSchedule().logsnr(t))
-    den = as_denoiser(lambda z, l: z, "x")
+    den = as_denoiser(lambda z, lam: z, "x")
     with pytest.raises(ValueError, match=r"sample: grid.t must end at exactly 0.0, got 0.001"):
         sample(den, ddim(), grid, numpy_noise(0, (2, 2)))
     t2 = np.array([1.0, 0.5, 0.7, 0.0])
@@ -80,14 +80,14 @@ def test_sampler_factories_validate(factory, arg, message):
 
 def test_eps_denoiser_cannot_start_at_minus_inf():
     grid = grids.uniform_t(CosineSchedule(-np.inf, np.inf), 8)
-    den = as_denoiser(lambda z, l: z, "eps")
+    den = as_denoiser(lambda z, lam: z, "eps")
     with pytest.raises(
         ValueError,
         match="sample: grid starts at logsnr=-inf where an 'eps' prediction cannot give x; "
         "use a truncated schedule",
     ):
         sample(den, ddim(), grid, numpy_noise(0, (2, 2)))
-    x_den = as_denoiser(lambda z, l: 0 * z, "x")
+    x_den = as_denoiser(lambda z, lam: 0 * z, "x")
     with pytest.raises(ValueError, match="'heun' sampler cannot start"):
         sample(x_den, heun(), grid, numpy_noise(0, (2, 2)))
     # an x-predictor with DPM-Solver++ starts from -inf fine (first order first step)
@@ -100,7 +100,7 @@ def test_backend_mismatch_is_a_type_error():
     from diff_protocol import torch_noise
 
     grid = grids.uniform_t(CosineSchedule(), 4)
-    den = as_denoiser(lambda z, l: z, "x")
+    den = as_denoiser(lambda z, lam: z, "x")
     with pytest.raises(
         TypeError, match=r"sample: noise\(0\) is a torch.Tensor but z_init is a numpy.ndarray"
     ):
@@ -110,7 +110,7 @@ def test_backend_mismatch_is_a_type_error():
 
 def test_short_noise_table():
     grid = grids.uniform_t(CosineSchedule(), 16)
-    den = as_denoiser(lambda z, l: z, "x")
+    den = as_denoiser(lambda z, lam: z, "x")
     with pytest.raises(ValueError, match="sample: noise table has 10 draws, the grid needs 17"):
         sample(den, ddpm(), grid, table_noise(np.zeros((10, 2, 2))))
 
@@ -128,13 +128,13 @@ def test_unknown_prediction_and_logsnr_shape():
 
 def test_driver_argument_types():
     grid = grids.uniform_t(CosineSchedule(), 4)
-    den = as_denoiser(lambda z, l: z, "x")
+    den = as_denoiser(lambda z, lam: z, "x")
     with pytest.raises(TypeError, match="sample: sampler must be a diff_protocol.SamplerStep"):
         sample(den, "ddim", grid, numpy_noise(0, (2, 2)))
     with pytest.raises(ValueError, match="sample: final must be 'denoise' or 'step'"):
         sample(den, ddim(), grid, numpy_noise(0, (2, 2)), final="last")
     with pytest.raises(TypeError, match="sample: denoiser must have a 'prediction' attribute"):
-        sample(lambda z, l: z, ddim(), grid, numpy_noise(0, (2, 2)))
+        sample(lambda z, lam: z, ddim(), grid, numpy_noise(0, (2, 2)))
     with pytest.raises(ValueError, match="sample: noise must be a noise source"):
         sample(den, ddpm(), grid, None, z_init=np.zeros((2, 2)))
     with pytest.raises(TypeError, match="callback is not supported under JAX"):
@@ -147,7 +147,7 @@ def test_driver_argument_types():
 def test_callback_and_trajectory_report_every_step():
     grid = grids.uniform_t(CosineSchedule(), 5)
     seen = []
-    den = as_denoiser(lambda z, l: 0.5 * z, "x")
+    den = as_denoiser(lambda z, lam: 0.5 * z, "x")
     res = sample(
         den, heun(), grid, numpy_noise(0, (3, 2)), callback=seen.append, return_trajectory=True
     )

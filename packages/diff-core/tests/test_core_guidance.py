@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from diff_protocol import as_denoiser, convert, numpy_noise, to_x_eps
 
 from diff_core import grids, sample
 from diff_core.guidance import (
@@ -19,6 +18,7 @@ from diff_core.guidance import (
 from diff_core.samplers import ddim, heun
 from diff_core.schedules import CosineSchedule
 from diff_core.testing import problem
+from diff_protocol import as_denoiser, convert, numpy_noise, to_x_eps
 
 INTERVAL = (0.25, 5.0)
 
@@ -67,7 +67,7 @@ def test_guidance_space_does_not_matter(g1d):
             out = guided(den, 2.5, null_cond=g1d.null_label)(z, ll, cond)
             results.append((pred, lam, to_x_eps(out, z, ll, pred)[0]))
     by_lam = {}
-    for pred, lam, x in results:
+    for _pred, lam, x in results:
         by_lam.setdefault(lam, []).append(x)
     for xs in by_lam.values():
         for x in xs[1:]:
@@ -92,6 +92,7 @@ def test_interval_counts_uncond_evaluations(g1d):
 def test_interval_skip_is_real_under_jax(g1d):
     jax = pytest.importorskip("jax")
     import jax.numpy as jnp
+
     from diff_protocol import jax_noise
 
     grid = grids.uniform_t(CosineSchedule(-15.0, 15.0), 64)
@@ -141,8 +142,8 @@ def test_interval_helpers():
     out = cfg_combine(np.ones(3), np.zeros(3), np.array([1.0, 0.0, 2.0]))
     np.testing.assert_array_equal(out, [1.0, 0.0, 2.0])
     with pytest.raises(ValueError, match="guided: exactly one of null_cond and uncond"):
-        guided(as_denoiser(lambda z, l: z, "x"), 2.0)
+        guided(as_denoiser(lambda z, lam: z, "x"), 2.0)
     with pytest.raises(ValueError, match="interval must satisfy logsnr_lo < logsnr_hi"):
-        guided(as_denoiser(lambda z, l: z, "x"), 2.0, null_cond=-1, interval=(3.0, 1.0))
+        guided(as_denoiser(lambda z, lam: z, "x"), 2.0, null_cond=-1, interval=(3.0, 1.0))
     with pytest.raises(ValueError, match="interval_from_sigma: sigma_lo must be < sigma_hi"):
         interval_from_sigma(2.0, 1.0)

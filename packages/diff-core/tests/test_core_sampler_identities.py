@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from diff_protocol import alpha_sigma, numpy_noise, table_noise
 
 from diff_core import grids, sample
 from diff_core.samplers import ddim, ddpm, dpmpp_2m, euler, heun
+from diff_core.testing import problem
 from diff_core.transitions import ddim as ddim_map
 from diff_core.transitions import inv_ddim
-from diff_core.testing import problem
+from diff_protocol import alpha_sigma, numpy_noise, table_noise
 
 
 @pytest.fixture(scope="module")

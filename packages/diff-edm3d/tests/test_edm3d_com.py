@@ -6,10 +6,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from diff_edm3d import ComFreeNoise, com_free_kl, com_free_log_density, graph_from_n_atoms
 from diff_edm3d.com import derive_torch_seed, remove_mean
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def _basis(m: int) -> torch.Tensor:
@@ -71,7 +81,9 @@ def test_noise_statistics_m4():
     assert float(x.mean(1).abs().max()) <= 1e-6
     flat = x.reshape(n_mol, 3 * m)
     cov = flat.T @ flat / n_mol
-    proj = torch.kron(torch.eye(m, dtype=torch.float64) - 1.0 / m, torch.eye(3, dtype=torch.float64))
+    proj = torch.kron(
+        torch.eye(m, dtype=torch.float64) - 1.0 / m, torch.eye(3, dtype=torch.float64)
+    )
     assert float((cov - proj).abs().max()) < 0.015
     assert abs(float(flat.square().sum(1).mean()) - 9.0) < 0.05
     h = eps[:, 3]

@@ -12,13 +12,13 @@ import torch
 
 from diff_edm3d import (
     EDM,
+    QM9_WITH_H,
     AtomCountDistribution,
     ComFreeNoise,
     EDMConfig,
     EDMDenoiser,
     EGNNConfig,
     EGNNDynamics,
-    QM9_WITH_H,
     collate,
     graph_from_n_atoms,
     sample_with,
@@ -26,7 +26,22 @@ from diff_edm3d import (
 )
 from diff_edm3d.com import remove_mean
 from diff_edm3d.data.qm9 import read_qm9pack
-from diff_edm3d.testing import OracleDynamics, boost_coordinate_head, random_rotation, relative_error
+from diff_edm3d.testing import (
+    OracleDynamics,
+    boost_coordinate_head,
+    random_rotation,
+    relative_error,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 # spec 4.2: the train histogram of M (p(5) = 5/100000, so -log p(5) = log 20000)
 TRAIN_HISTOGRAM = {
@@ -88,7 +103,9 @@ def test_l2_loss_normalisation(qm9_head, counts):
     sl = slice(int(batch.ptr[1]), int(batch.ptr[2]))
     with torch.no_grad():
         alone, t_alone = edm.loss(one, t=k[1:2], eps=eps[sl])
-    assert math.isclose(float(t_alone["error"][0]), float(terms["error"][1].detach()), rel_tol=1e-12)
+    assert math.isclose(
+        float(t_alone["error"][0]), float(terms["error"][1].detach()), rel_tol=1e-12
+    )
     m = int(one.n_atoms[0])
     assert math.isclose(
         float(alone[0] - t_alone["kl_prior"][0]),
@@ -216,9 +233,8 @@ def test_decode_slices_by_k_without_charges(qm9_head):
 def test_ddpm_step_equals_edm_eps_form():
     """diff-core's ancestral step from x_hat equals EDM's eps-form within 1e-10 (float64)."""
     from diff_core.samplers import ddpm
-    from diff_protocol import to_x_eps
-
     from diff_edm3d.schedule import EDMSchedule, alpha_t_given_s, sigma2_t_given_s
+    from diff_protocol import to_x_eps
 
     sch = EDMSchedule()
     gen = torch.Generator().manual_seed(0)

@@ -9,12 +9,12 @@ import torch
 
 from diff_edm3d import (
     EDM,
+    QM9_WITH_H,
     E3nnConfig,
     E3nnDynamics,
     EDMConfig,
     EGNNConfig,
     EGNNDynamics,
-    QM9_WITH_H,
     collate,
     egnn_parameter_count,
     from_official_state_dict,
@@ -30,6 +30,16 @@ from diff_edm3d.testing import (
     noisy_state,
     relative_error,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 ROWS = [0, 5, 22, 100, 500, 999]  # 6 QM9 molecules of different sizes (Index 1 ... 1000)
 
@@ -178,7 +188,9 @@ def test_parameter_counts(nf, layers, expected):
 
 
 def test_conditional_parameter_count_formula():
-    net = EGNNDynamics(EGNNConfig(nf=192, n_layers=9), QM9_WITH_H, include_charges=False, context_dim=1)
+    net = EGNNDynamics(
+        EGNNConfig(nf=192, n_layers=9), QM9_WITH_H, include_charges=False, context_dim=1
+    )
     assert net.in_nf == 7
     assert sum(p.numel() for p in net.parameters()) == 3_009_616
 

@@ -7,8 +7,18 @@ import math
 import pytest
 import torch
 
-from diff_edm3d import EDM, EDMConfig, EGNNConfig, EGNNDynamics, QM9_WITH_H
+from diff_edm3d import EDM, QM9_WITH_H, EDMConfig, EGNNConfig, EGNNDynamics
 from diff_edm3d.schedule import EDMSchedule, alpha_t_given_s, sigma2_t_given_s
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 TABLE = {
     0: -11.512915, 1: -11.330595, 10: -8.468260, 100: -3.896443, 250: -1.982042,

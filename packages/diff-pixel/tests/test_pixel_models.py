@@ -30,6 +30,10 @@ TWO_LEVEL = UViTConfig(
 )
 
 
+def rnd(seed, shape, dtype=jnp.float32):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return build_model("tiny-16", dropout=(0.0, 0.0, 0.5, 0.5))
@@ -37,7 +41,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def inputs():
-    z = jax.random.normal(jax.random.key(0), (4, 16, 16, 1))
+    z = rnd(0, (4, 16, 16, 1))
     lam = jnp.array([-8.0, -1.0, 2.0, 7.0])
     return z, lam, Cond(label=jnp.array([0, 3, 7, 10]))
 
@@ -68,8 +72,8 @@ def test_zero_initialised_layers_learn():
     assert kinds <= {"proj", "conv2"}
 
     opt = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
-    z = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
-    target = jax.random.normal(jax.random.key(2), z.shape)
+    z = rnd(1, (4, 8, 8, 2))
+    target = rnd(2, z.shape)
     lam = jnp.linspace(-5, 5, 4)
     cond = Cond(label=jnp.arange(4))
 
@@ -99,7 +103,7 @@ def test_dropout_placement(tiny, inputs):
     assert tiny.active_dropout_sites() == 2 * (2 + 2) == 8
     assert abstract_model("sid2-256-p2").active_dropout_sites() == 2 * (6 + 16) == 44
     model = build_model("tiny-16", dropout=(0.0, 0.0, 0.5, 0.5), seed=3)
-    perturb(model, jax.random.key(5), 0.05)
+    perturb(model, 5, 0.05)
     z, lam, cond = inputs
     g, s = nnx.split(model)
     a = forward_fn(g)(s, z, lam, cond, jax.random.key(10))[1]
@@ -114,16 +118,16 @@ def test_dropout_placement(tiny, inputs):
 
 def test_uvit_remat_bf16_and_wavelet_stem():
     sid = build_model("sid-tiny-16", seed=1)
-    perturb(sid, jax.random.key(0), 0.05)
-    z, lam, cond = random_inputs(sid.config, 2, jax.random.key(1))
+    perturb(sid, 0, 0.05)
+    z, lam, cond = random_inputs(sid.config, 2, 1)
     g, s = nnx.split(sid)
     out, feats, left = forward_fn(g)(s, z, lam, cond, None)
     assert int(left) == 0 and out.shape == z.shape and out.dtype == jnp.float32
     assert feats["mid"].shape == (2, 2, 2, 128) and feats["up_0"].shape == (2, 16, 16, 16)
     # nnx.remat per block changes memory, not values (up to XLA's fusion rounding).
     two = ResidualUViT(TWO_LEVEL, nnx.Rngs(3))
-    perturb(two, jax.random.key(4), 0.05)
-    z2, lam2, _ = random_inputs(TWO_LEVEL, 2, jax.random.key(5))
+    perturb(two, 4, 0.05)
+    z2, lam2, _ = random_inputs(TWO_LEVEL, 2, 5)
     ref = jit_forward(two)(z2, lam2)
     two_remat = ResidualUViT(TWO_LEVEL.replace(remat=True), nnx.Rngs(3))
     nnx.update(two_remat, nnx.state(two))

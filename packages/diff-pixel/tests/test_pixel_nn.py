@@ -27,6 +27,10 @@ from diff_pixel.nn import (
 from diff_pixel.testing import perturb
 
 
+def rnd(seed, shape, dtype=jnp.float32):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
 def _naive_attention(x, qkv_w, qkv_b, out_w, out_b, heads):
     b, t, c = x.shape
     d = c // heads
@@ -41,8 +45,8 @@ def _naive_attention(x, qkv_w, qkv_b, out_w, out_b, heads):
 
 def test_attention_matches_naive_softmax():
     att = Attention(32, head_dim=8, impl="xla", rngs=nnx.Rngs(0))
-    perturb(att, jax.random.key(1), 0.1)
-    x = np.asarray(jax.random.normal(jax.random.key(2), (2, 10, 32)), np.float64)
+    perturb(att, 1, 0.1)
+    x = np.asarray(rnd(2, (2, 10, 32)), np.float64)
     ref = _naive_attention(
         x,
         np.asarray(att.qkv.kernel[...], np.float64),
@@ -57,7 +61,7 @@ def test_attention_matches_naive_softmax():
 
 def test_rope_shift_invariance_and_effect():
     att = Attention(32, head_dim=16, impl="xla", rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(3), (2, 12, 32))
+    x = rnd(3, (2, 12, 32))
     pos = grid_positions(3, 4)
     a = att(x, rope=pos)
     b = att(x, rope=pos + np.array([7.0, -3.0], np.float32))
@@ -65,7 +69,7 @@ def test_rope_shift_invariance_and_effect():
     c = att(x, rope=None)
     assert float(jnp.max(jnp.abs(a - c))) > 1e-3  # positions do enter
     # Rotation preserves norms and zero positions rotate nothing.
-    q = jax.random.normal(jax.random.key(4), (2, 12, 2, 16))
+    q = rnd(4, (2, 12, 2, 16))
     np.testing.assert_allclose(rope(q, np.zeros((12, 2), np.float32)), q, atol=0)
     np.testing.assert_allclose(
         jnp.linalg.norm(rope(q, pos), axis=-1), jnp.linalg.norm(q, axis=-1), rtol=1e-5
@@ -75,7 +79,7 @@ def test_rope_shift_invariance_and_effect():
     assert pos3.shape == (12, 3) and pos3[4].tolist() == [1.0, 0.0, 0.0]
     q3 = rope(q, pos3)
     q3s = rope(q, pos3 + 5.0)
-    k = jax.random.normal(jax.random.key(5), q.shape)
+    k = rnd(5, q.shape)
     dots = jnp.einsum("btnd,bsnd->bnts", q3, rope(k, pos3))
     dots_s = jnp.einsum("btnd,bsnd->bnts", q3s, rope(k, pos3 + 5.0))
     assert float(jnp.max(jnp.abs(dots - dots_s))) < 1e-4
@@ -83,12 +87,12 @@ def test_rope_shift_invariance_and_effect():
 
 def test_cross_attention_masks_padding_and_null_token():
     ca = CrossAttention(16, 8, head_dim=8, impl="xla", rngs=nnx.Rngs(0))
-    perturb(ca, jax.random.key(1), 0.1)
-    x = jax.random.normal(jax.random.key(2), (3, 5, 16))
-    ctx = jax.random.normal(jax.random.key(3), (3, 6, 8))
+    perturb(ca, 1, 0.1)
+    x = rnd(2, (3, 5, 16))
+    ctx = rnd(3, (3, 6, 8))
     lengths = jnp.array([2, 6, 0])
     out = ca(x, ctx, lengths)
-    noise = jax.random.normal(jax.random.key(4), ctx.shape) * 10
+    noise = rnd(4, ctx.shape) * 10
     valid = jnp.arange(6)[None, :, None] < lengths[:, None, None]
     out2 = ca(x, jnp.where(valid, ctx, noise), lengths)
     assert float(jnp.max(jnp.abs(out - out2))) <= 1e-6
@@ -114,12 +118,12 @@ def test_dropout_semantics():
 def test_wavelet_filters_and_reconstruction():
     fwd = jax.jit(dwt53, static_argnums=1)
     inv = jax.jit(idwt53, static_argnums=1)
-    x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+    x = rnd(0, (2, 64, 64, 3))
     y = fwd(x, 2)
     assert y.shape == (2, 16, 16, 48)
     assert float(jnp.max(jnp.abs(inv(y, 2) - x))) < 1e-5
     with jax.enable_x64(True):
-        x64 = jax.random.normal(jax.random.key(0), (1, 64, 64, 3), jnp.float64)
+        x64 = rnd(0, (1, 64, 64, 3), jnp.float64)
         err = float(jnp.max(jnp.abs(inv(fwd(x64, 2), 2) - x64)))
         assert err < 1e-12
     const = jnp.full((1, 16, 16, 2), 0.37)
@@ -127,7 +131,7 @@ def test_wavelet_filters_and_reconstruction():
     np.testing.assert_allclose(bands[..., :2], 0.37, atol=1e-7)  # LL
     assert float(jnp.max(jnp.abs(bands[..., 2:]))) == 0.0  # LH, HL, HH
     # Interior samples follow the 5/3 analysis filters (-1, 2, 6, 2, -1)/8 and (-1, 2, -1)/2.
-    sig = np.asarray(jax.random.normal(jax.random.key(1), (16,)), np.float64)
+    sig = np.asarray(rnd(1, (16,)), np.float64)
     img = jnp.asarray(np.tile(sig[None, :, None], (2, 1, 1))[None], jnp.float32)  # varies along W
     bands = np.asarray(fwd(img, 1))
     lo_w = bands[0, 0, :, 0]  # LL of an image constant along H = row lowpass
@@ -154,13 +158,13 @@ def test_patching_and_resampling():
             for c in range(2):
                 eye[i, j, c, (i * 2 + j) * 2 + c] = 1.0
     pe.conv.kernel[...] = jnp.asarray(eye)
-    img = jax.random.normal(jax.random.key(0), (2, 8, 12, 2))
+    img = rnd(0, (2, 8, 12, 2))
     np.testing.assert_allclose(depth_to_space(pe(img), 2), img, atol=1e-6)
     pu = PatchUnembed(8, 3, 2, rngs=rngs)
     assert float(jnp.max(jnp.abs(pu(jnp.ones((1, 4, 4, 8)))))) == 0.0  # zero-initialised
     up = Upsample(8, 4, rngs=rngs)
     assert float(jnp.max(jnp.abs(up(jnp.zeros((1, 3, 3, 8)))))) == 0.0
-    h = jax.random.normal(jax.random.key(1), (1, 3, 3, 8))
+    h = rnd(1, (1, 3, 3, 8))
     u = up(h)
     np.testing.assert_allclose(u[:, ::2, ::2], u[:, 1::2, 1::2], atol=0)  # nearest
     np.testing.assert_allclose(u[:, ::2, ::2], h @ up.proj.kernel[...], atol=1e-5)
@@ -185,9 +189,9 @@ def test_blocks_identity_at_init_and_impl_choice():
         y_tb = tb(x, emb, context=ctx, dropout_key=key)
         return jnp.max(jnp.abs(y_rb - x)), jnp.max(jnp.abs(y_tb - x))
 
-    emb = jax.random.normal(jax.random.key(0), (2, 12))
-    x = jax.random.normal(jax.random.key(1), (2, 4, 4, 16))
-    ctx = jax.random.normal(jax.random.key(3), (2, 3, 6))
+    emb = rnd(0, (2, 12))
+    x = rnd(1, (2, 4, 4, 16))
+    ctx = rnd(3, (2, 3, 6))
     d_rb, d_tb = diffs(x, emb, ctx, jax.random.key(2))
     assert float(d_rb) == 0.0 and float(d_tb) == 0.0
     assert resolve_attention_impl("auto", jnp.bfloat16, 64) == "xla"  # CPU

@@ -1,10 +1,10 @@
 """JAX sampling driver: steps 0..N−2 in one ``lax.scan`` under ``jax.jit``.
 
 The denoiser, sampler and options are static (hashable) arguments; the grid, the initial state, the
-condition and pytree noise sources (``jax_noise``, ``table_noise``) are traced, so a new key or a new
-grid of the same length does not recompile. The last step runs in the same jitted function but is
-traced separately, because whether ``logsnr[N]`` is infinite (corrector skipped) is decided on the
-host. Finiteness is carried as a per-step flag vector and raised on the host after the call.
+condition and pytree noise sources (``jax_noise``, ``table_noise``) are traced, so a new key or a
+new grid of the same length does not recompile. The last step runs in the same jitted function but
+is traced separately, because whether ``logsnr[N]`` is infinite (corrector skipped) is decided on
+the host. Finiteness is carried as a per-step flag vector and raised on the host after the call.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from diff_protocol import to_x_eps
 from diff_protocol.noise import JaxNoise, TableNoise, register_jax_pytrees
 
-from .sampling import SampleResult, non_finite_error
+from .sampling import SampleResult, data_estimate, non_finite_error
 
 
 def _call(denoiser: Any, z: Any, logsnr: Any, cond: Any) -> Any:
@@ -67,7 +66,8 @@ def _sample_jit(
 
     def evaluate(z, lam):
         lam_vec = jnp.broadcast_to(lam, batch_shape)
-        x_hat = to_x_eps(_call(denoiser, z, lam_vec, cond), z, lam_vec, denoiser.prediction)[0]
+        out = _call(denoiser, z, lam_vec, cond)
+        x_hat = data_estimate(out, z, lam_vec, denoiser.prediction)
         if x_clip is not None:
             x_hat = jnp.clip(x_hat, -x_clip, x_clip)
         return x_hat

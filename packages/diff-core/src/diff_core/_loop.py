@@ -6,10 +6,9 @@ import contextlib
 import math
 from typing import Any
 
-from diff_protocol import to_x_eps
 from diff_protocol.arrays import namespace, work_dtype
 
-from .sampling import SampleResult, StepInfo, non_finite_error
+from .sampling import SampleResult, StepInfo, data_estimate, non_finite_error
 
 
 def _call(denoiser: Any, z: Any, logsnr: Any, cond: Any) -> Any:
@@ -76,7 +75,7 @@ def run_loop(
 
     def evaluate(z_k: Any, k: int, lam_vec: Any) -> Any:
         out = _call(denoiser, z_k, lam_vec, cond)
-        x_hat = to_x_eps(out, z_k, lam_vec, denoiser.prediction)[0]
+        x_hat = data_estimate(out, z_k, lam_vec, denoiser.prediction)
         if x_clip is not None:
             x_hat = xp.clip(x_hat, -x_clip, x_clip)
         if check_finite and not _all_finite(xp, x_hat):

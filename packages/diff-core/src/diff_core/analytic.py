@@ -43,6 +43,7 @@ import array_api_compat
 import numpy as np
 
 from diff_protocol import alpha_sigma, arg_error, check_prediction, expand_like
+from diff_protocol.arrays import as_float_array, is_lazy, work_dtype
 
 __all__ = ["ConditionalMixture", "EmpiricalDistribution", "GaussianMixture", "gaussian"]
 
@@ -87,17 +88,6 @@ def _check_method(func: str, method: Any) -> str:
 # array-side helpers (array API only)
 
 
-def _is_lazy(a: Any) -> bool:
-    try:
-        return bool(array_api_compat.is_lazy_array(a))
-    except Exception:  # pragma: no cover - very old array-api-compat
-        return type(a).__name__.endswith("Tracer")
-
-
-def _work_dtype(xp: Any, dtype: Any) -> Any:
-    return xp.float32 if any(s in str(dtype) for s in ("bfloat16", "float16")) else dtype
-
-
 class _Frame:
     """``z`` as ``zt`` of shape ``(D, N)`` (examples last, so that reductions over components and
     dimensions are vectorised over examples) with α, σ, σ² shaped ``(1, 1 or D, N)``."""
@@ -117,25 +107,20 @@ class _Frame:
         batch = shape[: len(shape) - n_event]
         n = math.prod(batch)
         d = math.prod(event)
-        dt = _work_dtype(xp, z.dtype)
+        dt = work_dtype(xp, z)
         dev = array_api_compat.device(z)
         self.xp, self.dtype, self.device, self.z, self.batch, self.n = xp, dt, dev, z, batch, n
         zf = xp.reshape(xp.astype(z, dt) if z.dtype != dt else z, (n, d))
         self.zt = xp.matrix_transpose(zf)
 
-        if isinstance(logsnr, (int, float)) and not isinstance(logsnr, bool):
-            lam = xp.asarray(float(logsnr), dtype=dt, device=dev)
-        elif getattr(logsnr, "shape", None) is not None:
-            lam = logsnr
-            if not xp.isdtype(lam.dtype, "real floating"):
-                lam = xp.astype(lam, dt)
-            elif any(s in str(lam.dtype) for s in ("bfloat16", "float16")):
-                lam = xp.astype(lam, xp.float32)
-        else:
+        if isinstance(logsnr, bool) or not (
+            isinstance(logsnr, (int, float)) or getattr(logsnr, "shape", None) is not None
+        ):
             raise arg_error(func, "logsnr", "a float or an array", logsnr, TypeError)
+        lam = as_float_array(xp, logsnr, z)
         per_example = lam.ndim <= len(batch)
         lam = expand_like(lam, z, func=func, arg="logsnr")  # validates the prefix rule
-        if lam.ndim and not _is_lazy(lam) and bool(xp.all(lam == xp.reshape(lam, (-1,))[0])):
+        if lam.ndim and not is_lazy(lam) and bool(xp.all(lam == xp.reshape(lam, (-1,))[0])):
             # one noise level for the whole batch (the drivers' case): α and σ are computed once
             # and broadcast, which gives bitwise the same values as per-example coefficients
             lam = xp.reshape(lam, (-1,))[0]
@@ -557,7 +542,8 @@ class EmpiricalDistribution:
     pass finds ``min_j u_j`` (the log-sum-exp shift), a second accumulates the sums in point order
     (each chunk's sum over its leading point axis starts from the running total), so the result
     does not depend on ``chunk_size`` (bitwise on numpy, which reduces a leading axis in order).
-    At σ = 0 the posterior is uniform over the nearest points (no 0/0).
+    At σ = 0 (one logsnr per example) the posterior is uniform over the nearest points (no 0/0);
+    per-element logsnr must be finite.
 
     Args:
       data: ``(n, *event)`` points.
@@ -635,8 +621,8 @@ class EmpiricalDistribution:
             if fr.per_dim
             else 0.5 / xp.where(frozen, xp.ones_like(sig2), sig2)
         )
-        total = xp.zeros((1, fr.n), dtype=fr.dtype, device=fr.device)
-        acc = {k: xp.zeros_like(fr.zt)[None] for k in ("mean", "dscore") if k in want}
+        total = None
+        acc = {k: None for k in ("mean", "dscore") if k in want}
         for idx, (a, b) in enumerate(bounds):
             diff, u = stored[idx] if keep else (None, None)
             if u is None:
@@ -646,10 +632,12 @@ class EmpiricalDistribution:
             shifted = u - umin
             p = xp.where(frozen, xp.zeros_like(u), xp.exp(-(shifted * c)))
             p = xp.where(shifted == 0, xp.ones_like(u), p)
-            total = xp.sum(xp.concat([total, p], axis=0), axis=0, keepdims=True)
+            first = idx == 0  # (0 + t_1) + t_2 + ... = t_1 + t_2 + ...: no carry to prepend
+            total = xp.sum(p if first else xp.concat([total, p], axis=0), axis=0, keepdims=True)
             for key in acc:
                 terms = p[:, None, :] * (x[a:b, ...] if key == "mean" else diff)
-                acc[key] = xp.sum(xp.concat([acc[key], terms], axis=0), axis=0, keepdims=True)
+                cat = terms if first else xp.concat([acc[key], terms], axis=0)
+                acc[key] = xp.sum(cat, axis=0, keepdims=True)
         if "mean" in acc:
             res["mean"] = acc["mean"][0, ...] / total
         if "dscore" in acc:
@@ -798,13 +786,13 @@ class ConditionalMixture:
             cond = xp.asarray(int(cond), device=fr.device)
         elif getattr(cond, "shape", None) is None:
             raise arg_error(func, "cond", "an integer label array", cond, TypeError)
-        elif not isinstance(cond, type(fr.z)) and not _is_lazy(cond):
+        elif not isinstance(cond, type(fr.z)) and not is_lazy(cond):
             cond = xp.asarray(np.asarray(cond), device=fr.device)
         if not xp.isdtype(cond.dtype, "integral"):
             raise arg_error(
                 func, "cond", "an integer label array", f"dtype {cond.dtype}", TypeError
             )
-        if not _is_lazy(cond):
+        if not is_lazy(cond):
             host = np.asarray(cond.detach().cpu() if hasattr(cond, "detach") else cond)
             ok = ((host >= 0) & (host < self.n_classes)) | (host == self.null_label)
             if not np.all(ok):

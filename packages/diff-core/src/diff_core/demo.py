@@ -231,7 +231,7 @@ def run_demo(cfg: DemoConfig) -> int:
 
 
 def plot_schedules(resolution: int, out: str) -> int:
-    """``diff-core schedules``: λ(t) of every built-in schedule and each weighting's implied weight."""
+    """``diff-core schedules``: λ(t) of every schedule and each weighting's implied weight."""
     plt = _require_demo_extra()
     if plt is None:
         return 1

@@ -85,7 +85,8 @@ def uniform_logsnr(
         )
     if logsnr_min is not None and not lam1 <= lo < lam0:
         raise ValueError(
-            f"{func}: logsnr_min must lie in the schedule's range [{lam1:.6g}, {lam0:.6g}), got {lo}"
+            f"{func}: logsnr_min must lie in the schedule's range [{lam1:.6g}, {lam0:.6g}), "
+            f"got {lo}"
         )
     if logsnr_max is None:
         if not math.isfinite(lam0):

@@ -3,8 +3,8 @@ levels (Kynkäänniemi et al., arXiv 2404.07724; kynkaat/guidance-interval).
 
 The guided output is ``out_u + w(λ)(out_c − out_u)`` in the denoiser's own output space (the same
 x̂ results whether the network predicts ε, x or v, because the conversions are affine at fixed
-``(z, λ)``), with ``w(λ) = scale`` for ``λ ∈ [λ_lo, λ_hi)`` and 1 elsewhere. Outside the interval only
-the conditional network runs: Python loops branch on the host, JAX uses ``lax.cond`` so the
+``(z, λ)``), with ``w(λ) = scale`` for ``λ ∈ [λ_lo, λ_hi)`` and 1 elsewhere. Outside the interval
+only the conditional network runs: Python loops branch on the host, JAX uses ``lax.cond`` so the
 unconditional work is skipped when the whole batch shares λ (the sampling driver's case).
 """
 

@@ -29,8 +29,8 @@ from diff_protocol import (
     softplus,
     v_target,
 )
+from diff_protocol.arrays import is_low_precision
 
-from .schedules import _is_low_precision
 from .weighting import SPACES, Weighting
 
 __all__ = ["diffusion_loss", "training_inputs"]
@@ -118,7 +118,7 @@ def diffusion_loss(
         if a is not None and tuple(a.shape) != shape:
             raise _shape_error(func, arg, tuple(a.shape), shape)
 
-    dt = xp.float32 if _is_low_precision(output.dtype) else output.dtype
+    dt = xp.float32 if is_low_precision(output.dtype) else output.dtype
     dev = array_api_compat.device(output)
     lam = _coef(xp, logsnr, dt, dev)
     slope = None if dlogsnr_dt is None else _coef(xp, dlogsnr_dt, dt, dev)
@@ -180,7 +180,7 @@ def _coef(xp: Any, a: Array | float, dt: Any, dev: Any) -> Array:
     """λ or λ' as an array of at least the working precision (float64 arrays stay float64)."""
     if isinstance(a, (int, float)):
         return xp.asarray(float(a), dtype=dt, device=dev)
-    if _is_low_precision(a.dtype):
+    if is_low_precision(a.dtype):
         return xp.astype(a, xp.float32)
     if not xp.isdtype(a.dtype, "real floating"):
         return xp.astype(a, dt)

@@ -96,20 +96,27 @@ def sliced_wasserstein(x: Any, y: Any, n_directions: int = 128, seed: int = 0) -
 
 
 def _kernel_sum(a: np.ndarray, b: np.ndarray, inv2h2: np.ndarray, same: bool) -> float:
-    """``Σ_ij Σ_h exp(−‖a_i − b_j‖²/(2h²))`` in row blocks; the diagonal is exact when ``same``."""
+    """``Σ_ij Σ_h exp(−‖a_i − b_j‖²/(2h²))`` in blocks of rows. With ``same`` (``b is a``) only
+    blocks on or above the diagonal are evaluated (the rest by symmetry) and the diagonal
+    distances are exactly 0."""
     total = 0.0
     aa, bb = np.sum(a * a, axis=1), np.sum(b * b, axis=1)
     step = 1024
     for i in range(0, a.shape[0], step):
-        d2 = aa[i : i + step, None] + bb[None, :] - 2.0 * (a[i : i + step] @ b.T)
+        j0 = i if same else 0
+        d2 = aa[i : i + step, None] + bb[None, j0:] - 2.0 * (a[i : i + step] @ b[j0:].T)
         np.maximum(d2, 0.0, out=d2)
+        rows = min(step, a.shape[0] - i)
         if same:
-            rows = np.arange(i, min(i + step, a.shape[0]))
-            d2[rows - i, rows] = 0.0
+            d2[np.arange(rows), np.arange(rows)] = 0.0
         work = np.empty_like(d2)
         for c in inv2h2:
             np.multiply(d2, -c, out=work)
-            total += float(np.sum(np.exp(work, out=work)))
+            np.exp(work, out=work)
+            if same:  # diagonal block once, blocks to its right twice
+                total += float(np.sum(work[:, :rows])) + 2.0 * float(np.sum(work[:, rows:]))
+            else:
+                total += float(np.sum(work))
     return total
 
 
@@ -241,16 +248,20 @@ def mixture_log_likelihood(x: Any, mixture: Any) -> float:
     return float(np.mean(mixture.log_prob(xs)))
 
 
+def _mode_weights(func: str, x: Any, mixture: Any) -> np.ndarray:
+    _, k = _assigned(func, x, mixture)
+    return np.bincount(k, minlength=mixture.n_components) / k.shape[0]
+
+
 def mode_weights(x: Any, mixture: Any) -> np.ndarray:
     """Fraction of samples assigned (``mixture.assign``) to each component, shape ``(K,)``."""
-    _, k = _assigned("mode_weights", x, mixture)
-    return np.bincount(k, minlength=mixture.n_components) / k.shape[0]
+    return _mode_weights("mode_weights", x, mixture)
 
 
 def mode_tv(x: Any, mixture: Any, reference: Any = None) -> float:
     """Total variation ``½ Σ_k |ŵ_k − w_k|`` between assigned fractions and ``reference``
     (default: the mixing weights)."""
-    w_hat = mode_weights(x, mixture)
+    w_hat = _mode_weights("mode_tv", x, mixture)
     ref = mixture.weights if reference is None else np.asarray(reference, dtype=np.float64)
     if ref.shape != w_hat.shape:
         raise arg_error("mode_tv", "reference", f"shaped {w_hat.shape}", f"shape {ref.shape}")

@@ -22,7 +22,14 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from diff_protocol import NonFiniteError, SamplerStep, TimeGrid, check_denoiser, check_grid
+from diff_protocol import (
+    NonFiniteError,
+    SamplerStep,
+    TimeGrid,
+    check_denoiser,
+    check_grid,
+    to_x_eps,
+)
 
 __all__ = ["SampleResult", "StepInfo", "nfe", "sample"]
 
@@ -67,6 +74,19 @@ def nfe(
         return 2 * n_steps - 1
     end_inf = grid is not None and math.isinf(float(grid.logsnr[-1]))
     return 2 * n_steps - (1 if end_inf else 0)
+
+
+def data_estimate(output: Any, z: Any, logsnr: Any, prediction: str) -> Any:
+    """x̂ from a denoiser output: the output itself for x-prediction (no wasted ε̂), else via
+    :func:`diff_protocol.to_x_eps`."""
+    if tuple(output.shape) != tuple(z.shape):
+        raise ValueError(
+            f"sample: denoiser output shape {tuple(output.shape)} must equal z shape "
+            f"{tuple(z.shape)}"
+        )
+    if prediction == "x":
+        return output if output.dtype == z.dtype else to_x_eps(output, z, logsnr, "x")[0]
+    return to_x_eps(output, z, logsnr, prediction)[0]
 
 
 def _type_name(a: Any) -> str:

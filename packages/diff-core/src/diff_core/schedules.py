@@ -36,12 +36,13 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import array_api_compat
 import numpy as np
+
+from diff_protocol.arrays import is_lazy, is_low_precision
 
 __all__ = [
     "CosineSchedule",
@@ -60,19 +61,6 @@ _CLIPS = ("shift_after", "fixed_range")
 
 # --------------------------------------------------------------------------------------------------
 # Array helpers (private to diff_core; also used by weighting, losses and timesampling)
-
-
-def _is_traced(a: Any) -> bool:
-    """True when the values of ``a`` cannot be read now (a JAX tracer, or another lazy array)."""
-    if array_api_compat.is_jax_array(a):
-        core = getattr(sys.modules.get("jax"), "core", None)
-        tracer = getattr(core, "Tracer", None)
-        return isinstance(a, tracer) if tracer is not None else True
-    return bool(array_api_compat.is_lazy_array(a))
-
-
-def _is_low_precision(dtype: Any) -> bool:
-    return "bfloat16" in str(dtype) or "float16" in str(dtype)
 
 
 def _as_real_array(func: str, arg: str, a: Any) -> tuple[Any, Any]:
@@ -96,7 +84,7 @@ def _as_real_array(func: str, arg: str, a: Any) -> tuple[Any, Any]:
 
 def _work(xp: Any, a: Any) -> Any:
     """``a`` upcast to float32 when it is bfloat16/float16 (coefficient maths runs in ≥ float32)."""
-    return xp.astype(a, xp.float32) if _is_low_precision(a.dtype) else a
+    return xp.astype(a, xp.float32) if is_low_precision(a.dtype) else a
 
 
 def _size(a: Any) -> int:
@@ -115,7 +103,7 @@ def _check_interval(
     func: str, arg: str, xp: Any, a: Any, lo: float, hi: float, tol: float = 0.0
 ) -> None:
     """Raise ``ValueError`` when a concrete ``a`` has values outside ``[lo, hi]`` (or NaN)."""
-    if _is_traced(a) or _size(a) == 0:
+    if is_lazy(a) or _size(a) == 0:
         return
     if array_api_compat.is_torch_array(a):
         a = a.detach()  # reading values must not warn about (or touch) autograd

@@ -28,6 +28,7 @@ import array_api_compat
 import numpy as np
 
 from diff_protocol import SamplerStep, alpha_sigma, arg_error, check_grid
+from diff_protocol.arrays import as_float_array
 from diff_protocol.testing import to_backend, to_numpy
 
 from .analytic import ConditionalMixture, EmpiricalDistribution, GaussianMixture, gaussian
@@ -181,13 +182,7 @@ def exact_flow_gaussian(z: Any, logsnr_from: Any, logsnr_to: Any, mean: Any, std
     broadcast against ``z``.
     """
     xp = array_api_compat.array_namespace(z)
-
-    def arr(v: Any) -> Any:
-        if isinstance(v, (int, float)):
-            return xp.asarray(float(v), dtype=z.dtype, device=array_api_compat.device(z))
-        return v
-
-    lt, ls, mu, s = arr(logsnr_from), arr(logsnr_to), arr(mean), arr(std)
+    lt, ls, mu, s = (as_float_array(xp, v, z) for v in (logsnr_from, logsnr_to, mean, std))
     a_t, s_t = alpha_sigma(lt)
     a_s, s_s = alpha_sigma(ls)
     ratio = xp.sqrt((a_s**2 * s**2 + s_s**2) / (a_t**2 * s**2 + s_t**2))

@@ -21,7 +21,9 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .schedules import _fmt, _is_low_precision, _is_traced, _size
+from diff_protocol.arrays import is_lazy, is_low_precision
+
+from .schedules import _fmt, _size
 
 __all__ = ["low_discrepancy_times", "stratified_times", "uniform_times"]
 
@@ -37,9 +39,9 @@ def _uniforms(func: str, arg: str, u: Any) -> tuple[Any, Any]:
         raise TypeError(f"{func}: {arg} must be a real floating array, got {u!r}") from None
     if not xp.isdtype(u.dtype, "real floating"):
         raise TypeError(f"{func}: {arg} must be a real floating array, got dtype {u.dtype}")
-    if _is_low_precision(u.dtype):
+    if is_low_precision(u.dtype):
         u = xp.astype(u, xp.float32)
-    if not _is_traced(u):
+    if not is_lazy(u):
         _check_below_one(func, arg, xp, u)
     return xp, u
 

@@ -54,7 +54,7 @@ def _show(v: Any) -> str:
 
 
 def posterior_sample(z_t: Array, x: Array, logsnr_t: Any, logsnr_s: Any, noise: Array) -> Array:
-    """A draw of ``q(z_s | z_t, x)``: ``mean + √var · noise`` (see :func:`diff_protocol.posterior`)."""
+    """A draw of ``q(z_s | z_t, x)``: ``mean + √var · noise`` (:func:`diff_protocol.posterior`)."""
     mean, var = posterior(z_t, x, logsnr_t, logsnr_s)
     ctx = prepare("posterior_sample", z_t, x, logsnr_t, logsnr_s)
     return ctx.out(ctx.cast(mean) + ctx.xp.sqrt(ctx.cast(var)) * ctx.cast(noise))

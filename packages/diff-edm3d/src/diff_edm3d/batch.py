@@ -279,7 +279,9 @@ def to_padded(batch: PackedBatch | PaddedBatch, n_max: int | None = None) -> Pad
     n = int(n_atoms.max()) if n_max is None else int(n_max)
     if n < int(n_atoms.max()):
         raise ValueError(f"to_padded: n_max must be >= the largest molecule, got {n}")
-    pos = torch.arange(batch.num_atoms, device=batch.device) - batch.ptr.index_select(0, batch.batch)
+    pos = torch.arange(batch.num_atoms, device=batch.device) - batch.ptr.index_select(
+        0, batch.batch
+    )
 
     def pad(t: Tensor) -> Tensor:
         out = t.new_zeros((b, n, t.shape[-1]))
@@ -307,7 +309,9 @@ def padded_positions(batch: Tensor, ptr: Tensor) -> Tensor:
 def check_node_mask(node_mask: Tensor, func: str = "to_packed") -> Tensor:
     """Validate a [B, N, 1] node mask (0/1, real atoms first) and return n_atoms [B]."""
     if node_mask.dim() != 3 or node_mask.shape[-1] != 1:
-        raise ValueError(f"{func}: node_mask must have shape [B, N, 1], got {tuple(node_mask.shape)}")
+        raise ValueError(
+            f"{func}: node_mask must have shape [B, N, 1], got {tuple(node_mask.shape)}"
+        )
     m = node_mask[..., 0]
     bad = (m != 0) & (m != 1)
     if bool(bad.any()):

@@ -7,8 +7,8 @@ A checkpoint is a directory ``ckpt_{step:08d}/`` (or ``best/``) holding
 |---|---|
 | ``model.safetensors``, ``ema.safetensors`` | the EDM's weights (the dynamics' state dict) |
 | ``optimizer.pt`` | the optimizer's state dict |
-| ``trainer_state.json`` | step, epoch, loader position, clip queue (exact floats), config, versions, and
-  ``model``: everything needed to rebuild the `EDM` (dynamics, EDMConfig, p(M), p(c given M)) |
+| ``trainer_state.json`` | step, epoch, loader position, clip queue (exact floats), config, |
+| | versions, and ``model``: what rebuilds the `EDM` (dynamics, EDMConfig, p(M), p(c given M)) |
 
 It is written under a temporary name and renamed, so a crash never leaves a half-written
 checkpoint under the final name.
@@ -87,7 +87,9 @@ def build_edm(description: dict[str, Any]) -> Any:
         pd = description.get("property_dist")
         pn = description.get("property_normaliser")
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"build_edm: description must be a valid model description, got {exc!r}")
+        raise ValueError(
+            f"build_edm: description must be a valid model description, got {exc!r}"
+        ) from exc
     return EDM(
         dynamics,
         edm_config,
@@ -214,9 +216,7 @@ def _load_tensors(f: Path, func: str) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def load_state(
-    module: nn.Module, state: dict[str, torch.Tensor], func: str = "load_state"
-) -> None:
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], func: str = "load_state") -> None:
     """`load_state_dict` that reports every missing, unexpected and mis-shaped key."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
@@ -273,7 +273,9 @@ def load_optimizer_state(path: str | os.PathLike) -> dict[str, Any]:
     """``optimizer.pt`` loaded with ``weights_only=True`` (ValueError when corrupted)."""
     f = Path(path) / "optimizer.pt"
     if not f.is_file():
-        raise FileNotFoundError(f"load_optimizer_state: checkpoint file must exist, got missing {f}")
+        raise FileNotFoundError(
+            f"load_optimizer_state: checkpoint file must exist, got missing {f}"
+        )
     try:
         return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:

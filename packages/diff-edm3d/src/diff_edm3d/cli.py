@@ -136,7 +136,9 @@ def _parse_property(text: str) -> tuple[str, float]:
     from .data.properties import check_property
 
     if "=" not in text:
-        raise ValueError(f"diff-edm3d: --property must be NAME=VALUE (e.g. alpha=80.0), got {text!r}")
+        raise ValueError(
+            f"diff-edm3d: --property must be NAME=VALUE (e.g. alpha=80.0), got {text!r}"
+        )
     name, value = text.split("=", 1)
     check_property(name)
     try:
@@ -339,11 +341,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             grid = _grid(edm.T, args.grid_steps)
             samples = edm.generate(args.n_samples, seed=args.seed, batch_size=args.batch_size,
                                    grid=grid, progress=True)  # fmt: skip
-            result = molecule_metrics(samples, train_smiles=_train_smiles_if_cached(edm, args.cache_dir))
+            result = molecule_metrics(
+                samples, train_smiles=_train_smiles_if_cached(edm, args.cache_dir)
+            )
             result["sampling"] = {k: v for k, v in samples.meta.items()}
             print(_summary_table(result))
     else:
-        raise ValueError("diff-edm3d evaluate: --molecules or --checkpoint must be given, got neither")
+        raise ValueError(
+            "diff-edm3d evaluate: --molecules or --checkpoint must be given, got neither"
+        )
     _write_json(out / "eval.json", result, overwrite=args.overwrite)
     print(f"wrote {out / 'eval.json'}")
     return 0
@@ -397,7 +403,8 @@ def _evaluate_conditional(edm: Any, args: argparse.Namespace) -> dict[str, Any]:
             f"diff-edm3d evaluate: --property must match the classifier's {prop!r}, got "
             f"{args.property!r}"
         )
-    res = evaluate_conditional(edm, clf, prop, norm, n=args.n_samples, batch_size=args.batch_size or 100,
+    res = evaluate_conditional(edm, clf, prop, norm, n=args.n_samples,
+                               batch_size=args.batch_size or 100,
                                seed=args.seed, grid=_grid(edm.T, args.grid_steps))  # fmt: skip
     _print_json(res)
     return res
@@ -414,6 +421,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .train import Trainer, preset
 
     out = Path(args.out)
+    if args.quick:
+        args.minutes = min(args.minutes, 1.0)
     if not args.overwrite and (out / "samples.xyz").exists():
         raise FileExistsError(
             f"diff-edm3d demo: --out must not already hold a demo (pass --overwrite), got {out}"
@@ -453,8 +462,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from .render import plot_training_curves
 
-        plot_training_curves(Path(cfg.out) / "metrics.jsonl", out / "curves.png",
-                             overwrite=args.overwrite or True)  # fmt: skip
+        # the demo folder was checked above: its own curves.png is refreshed
+        plot_training_curves(Path(cfg.out) / "metrics.jsonl", out / "curves.png", overwrite=True)
         res["written"].append("curves.png")
     except ImportError:
         pass
@@ -547,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train a small model on CPU for a few minutes and sample")
     d.add_argument("--minutes", type=float, default=3.0)
+    d.add_argument("--quick", action="store_true", help="a 1-minute run (CI)")
     d.add_argument("--out", default="demo_out")
     d.add_argument("--n", type=int, default=25)
     d.add_argument("--seed", type=int, default=0)

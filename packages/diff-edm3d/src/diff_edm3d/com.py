@@ -5,7 +5,7 @@ U = {x in R^{M x 3} : sum_i x_i = 0} of dimension d_x = 3 (M - 1) (Hoogeboom et 
 arXiv:2203.17003, section 3.2; the "mean" is the unweighted centroid, as in the official code). The
 isotropic Gaussian on U is
 
-    log N_U(x | mu, sigma^2) = -(d_x / 2) log(2 pi sigma^2) - |x - mu|^2 / (2 sigma^2),   x, mu in U,
+    log N_U(x | mu, sigma^2) = -(d_x / 2) log(2 pi sigma^2) - |x - mu|^2 / (2 sigma^2),  x, mu in U,
 
 and its KL to N_U(0, 1) is d_x log(1/sigma) + (d_x sigma^2 + |mu|^2)/2 - d_x/2. Sampling draws a
 standard normal for every real atom and subtracts the per-molecule mean (the orthogonal projection

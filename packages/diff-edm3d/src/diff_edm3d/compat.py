@@ -46,7 +46,9 @@ def from_official_state_dict(
             differ from the model (the message lists them).
     """
     if not isinstance(state_dict, dict):
-        raise TypeError(f"from_official_state_dict: state_dict must be a dict, got {type(state_dict)}")
+        raise TypeError(
+            f"from_official_state_dict: state_dict must be a dict, got {type(state_dict)}"
+        )
     out: dict[str, torch.Tensor] = {}
     foreign = []
     for key, value in state_dict.items():

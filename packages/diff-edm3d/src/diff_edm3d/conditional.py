@@ -61,9 +61,13 @@ def build_context(molecules: Any, names: Sequence[str], normaliser: Any) -> np.n
     names = list(names)
     missing = [n for n in names if n not in (molecules.properties or {})]
     if missing:
-        raise ValueError(f"build_context: molecules must carry properties {names}, missing {missing}")
+        raise ValueError(
+            f"build_context: molecules must carry properties {names}, missing {missing}"
+        )
     values = np.stack([np.asarray(molecules.properties[n], dtype=np.float64) for n in names], 1)
-    return np.asarray(normaliser.normalise(values, names), dtype=np.float64).reshape(len(values), -1)
+    return np.asarray(normaliser.normalise(values, names), dtype=np.float64).reshape(
+        len(values), -1
+    )
 
 
 class _InvariantLayer(nn.Module):
@@ -72,7 +76,9 @@ class _InvariantLayer(nn.Module):
 
     def __init__(self, nf: int) -> None:
         super().__init__()
-        self.edge_mlp = nn.Sequential(nn.Linear(2 * nf + 1, nf), nn.SiLU(), nn.Linear(nf, nf), nn.SiLU())
+        self.edge_mlp = nn.Sequential(
+            nn.Linear(2 * nf + 1, nf), nn.SiLU(), nn.Linear(nf, nf), nn.SiLU()
+        )
         self.att_mlp = nn.Sequential(nn.Linear(nf, 1), nn.Sigmoid())
         self.node_mlp = nn.Sequential(nn.Linear(2 * nf, nf), nn.SiLU(), nn.Linear(nf, nf))
 
@@ -109,7 +115,11 @@ class PropertyClassifier(nn.Module):
             batch = to_packed(batch)
         graph: Graph = batch.graph
         src, dst = graph.edge_index[0], graph.edge_index[1]
-        d = (batch.x.index_select(0, src) - batch.x.index_select(0, dst)).square().sum(-1, keepdim=True)
+        d = (
+            (batch.x.index_select(0, src) - batch.x.index_select(0, dst))
+            .square()
+            .sum(-1, keepdim=True)
+        )
         h = self.embedding(batch.h_cat)
         for layer in self.layers:
             h = layer(h, d, src, dst)
@@ -298,7 +308,7 @@ def classifier_baselines(
     normaliser: Any,
     seed: int = 0,
 ) -> dict[str, float]:
-    """"QM9 (lower bound)": the classifier on real molecules with true labels; "Naive (upper
+    """ "QM9 (lower bound)": the classifier on real molecules with true labels; "Naive (upper
     bound)": the same predictions against shuffled labels."""
     pred = predict_property(classifier, molecules, prop, normaliser)
     labels = np.asarray(molecules.properties[prop], dtype=np.float64)

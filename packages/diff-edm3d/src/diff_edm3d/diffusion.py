@@ -77,7 +77,9 @@ class EDMConfig:
         object.__setattr__(self, "norm_values", tuple(float(v) for v in self.norm_values))
         object.__setattr__(self, "norm_biases", tuple(float(v) for v in self.norm_biases))
         if len(self.norm_values) != 3 or min(self.norm_values) <= 0:
-            raise ValueError(f"{func}: norm_values must be 3 positive numbers, got {self.norm_values}")
+            raise ValueError(
+                f"{func}: norm_values must be 3 positive numbers, got {self.norm_values}"
+            )
         if len(self.norm_biases) != 3:
             raise ValueError(f"{func}: norm_biases must be 3 numbers, got {self.norm_biases}")
         if self.loss_type not in ("l2", "vlb"):
@@ -249,7 +251,9 @@ class EDM(nn.Module):
             padded = batch
             batch = to_packed(batch)
         if not isinstance(batch, PackedBatch):
-            raise TypeError(f"EDM.{func}: batch must be a PackedBatch or PaddedBatch, got {type(batch)}")
+            raise TypeError(
+                f"EDM.{func}: batch must be a PackedBatch or PaddedBatch, got {type(batch)}"
+            )
         if not batch.x.dtype.is_floating_point:
             raise TypeError(f"EDM.{func}: batch.x must be floating point, got {batch.x.dtype}")
         if batch.h_cat.shape[-1] != self.n_types:
@@ -295,7 +299,9 @@ class EDM(nn.Module):
     def _draw_eps(self, state: _State, generator: torch.Generator) -> Tensor:
         v = state.xh.shape[0]
         eps = torch.randn(
-            (v, state.xh.shape[1]), generator=generator, dtype=state.xh.dtype,
+            (v, state.xh.shape[1]),
+            generator=generator,
+            dtype=state.xh.dtype,
             device=generator.device,
         ).to(state.xh.device)
         return torch.cat([remove_mean(eps[:, :3], state.graph), eps[:, 3:]], -1)
@@ -326,7 +332,9 @@ class EDM(nn.Module):
         if t.dim() == 0:
             t = t.expand(b)
         if t.shape != (b,):
-            raise ValueError(f"EDM.{func}: t must have one value per molecule ({b}), got {tuple(t.shape)}")
+            raise ValueError(
+                f"EDM.{func}: t must have one value per molecule ({b}), got {tuple(t.shape)}"
+            )
         if t.dtype.is_floating_point:
             k = self.schedule.k_of_t(t).to(dev)
         else:
@@ -335,9 +343,7 @@ class EDM(nn.Module):
             raise ValueError(f"EDM.{func}: t must lie on the grid k/T with k in [{low}, {self.T}]")
         return k
 
-    def _network(
-        self, z: Tensor, k: Tensor, state: _State, func: str
-    ) -> Tensor:
+    def _network(self, z: Tensor, k: Tensor, state: _State, func: str) -> Tensor:
         if self.config.check_finite:
             self._check_finite(z, state.graph, f"EDM.{func}", "the noisy state z")
         t = (k.to(torch.float64) / self.T).to(z.dtype)
@@ -359,7 +365,8 @@ class EDM(nn.Module):
             sig = sigma0 * self.n_int
             centred = z_true - c
             log_pz = torch.log(
-                _std_normal_cdf((centred + 0.5) / sig) - _std_normal_cdf((centred - 0.5) / sig)
+                _std_normal_cdf((centred + 0.5) / sig)
+                - _std_normal_cdf((centred - 0.5) / sig)
                 + 1e-10
             )
             log_p_int = self._per_molecule(log_pz[:, 0], graph)
@@ -428,11 +435,18 @@ class EDM(nn.Module):
         if generator is None and (t is None or eps is None):
             generator = torch.Generator(device=state.xh.device).manual_seed(0)
         k = self._k_from(t, state, generator, 0, "loss")
-        eps = self._draw_eps(state, generator) if eps is None else self._inject_eps(eps, state, "loss")
+        eps = (
+            self._draw_eps(state, generator)
+            if eps is None
+            else self._inject_eps(eps, state, "loss")
+        )
         dtype = state.xh.dtype
         gamma_t, alpha_t, sigma_t = self._coef(k, dtype)
         bi = state.graph.batch
-        z = alpha_t.index_select(0, bi)[:, None] * state.xh + sigma_t.index_select(0, bi)[:, None] * eps
+        z = (
+            alpha_t.index_select(0, bi)[:, None] * state.xh
+            + sigma_t.index_select(0, bi)[:, None] * eps
+        )
         net = self._network(z, k, state, "loss")
         sq = (eps - net).square()
         error = self._per_molecule(sq.sum(-1), state.graph)
@@ -509,13 +523,19 @@ class EDM(nn.Module):
         bi = graph.batch
         gamma_t, alpha_t, sigma_t = self._coef(k, dtype)
         gamma_s = self.gamma(k - 1)
-        z_t = alpha_t.index_select(0, bi)[:, None] * state.xh + sigma_t.index_select(0, bi)[:, None] * eps_t
+        z_t = (
+            alpha_t.index_select(0, bi)[:, None] * state.xh
+            + sigma_t.index_select(0, bi)[:, None] * eps_t
+        )
         net = self._network(z_t, k, state, "nll")
         error = self._per_molecule((eps_t - net).square().sum(-1), graph)
         diffusion = self.T * 0.5 * torch.expm1(gamma_t - gamma_s).to(dtype) * error
         k0 = torch.zeros_like(k)
         _, alpha_0, sigma_0 = self._coef(k0, dtype)
-        z_0 = alpha_0.index_select(0, bi)[:, None] * state.xh + sigma_0.index_select(0, bi)[:, None] * eps_0
+        z_0 = (
+            alpha_0.index_select(0, bi)[:, None] * state.xh
+            + sigma_0.index_select(0, bi)[:, None] * eps_0
+        )
         net_0 = self._network(z_0, k0, state, "nll")
         x_rec = 0.5 * self._per_molecule((eps_0[:, :3] - net_0[:, :3]).square().sum(-1), graph)
         log_p_int, log_p_cat = self._log_p_h_given_z0(z_0, state)
@@ -542,9 +562,7 @@ class EDM(nn.Module):
         """log p(M) from the training histogram (ValueError naming M for an unseen size)."""
         if self.atom_counts is None:
             raise ValueError("EDM.nll: atom_counts must be given to evaluate log p(M), got None")
-        out = self.atom_counts.log_prob(
-            n_atoms, allow_unseen_sizes=self.config.allow_unseen_sizes
-        )
+        out = self.atom_counts.log_prob(n_atoms, allow_unseen_sizes=self.config.allow_unseen_sizes)
         return torch.as_tensor(out, device=n_atoms.device)
 
     # ------------------------------------------------------------------------------ sampling
@@ -554,7 +572,9 @@ class EDM(nn.Module):
         if arr.ndim == 0:
             arr = arr[None]
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or arr.size == 0:
-            raise TypeError(f"EDM.{func}: n_atoms must be a non-empty 1-D integer array, got {arr!r}")
+            raise TypeError(
+                f"EDM.{func}: n_atoms must be a non-empty 1-D integer array, got {arr!r}"
+            )
         bad = np.flatnonzero((arr < 1) | (arr > self.config.max_atoms))
         if bad.size:
             b = int(bad[0])
@@ -577,7 +597,8 @@ class EDM(nn.Module):
             ks = [int(v) for v in np.asarray(grid).reshape(-1)]
         if len(ks) < 2 or ks[0] != self.T or ks[-1] != 0 or any(a <= b for a, b in zip(ks, ks[1:])):
             raise ValueError(
-                f"EDM.{func}: grid must be a strictly decreasing list of knots from T = {self.T} to "
+                f"EDM.{func}: grid must be a strictly decreasing list of knots from T = "
+                f"{self.T} to "
                 f"0, got {ks[:3]}...{ks[-3:]}"
             )
         return ks
@@ -615,7 +636,8 @@ class EDM(nn.Module):
         z_T = noise(0); for consecutive grid knots (t, s): eps_hat = phi(z_t, t),
         x_hat = (z_t - sigma_t eps_hat)/alpha_t (diff-protocol's VP helper), z_s = diff-core's
         step (default ``ddpm(0)``, the true posterior) with noise(i + 1), then the x part of z_s
-        is re-projected onto U. Final decode from z_0: x ~ N_U(x_hat_x, (sigma_0/alpha_0)^2) with the
+        is re-projected onto U. Final decode from z_0: x ~ N_U(x_hat_x, (sigma_0/alpha_0)^2) with
+        the
         last draw noise(N + 1), types = argmax of the K categorical columns, Z = round(n_int z_int).
 
         Args:
@@ -641,14 +663,24 @@ class EDM(nn.Module):
         ks = self._grid(grid, "sample")
         param = next(self.dynamics.parameters(), None)
         dtype = dtype or (param.dtype if param is not None else torch.float32)
-        device = torch.device(device) if device is not None else (
-            param.device if param is not None else torch.device("cpu")
+        device = (
+            torch.device(device)
+            if device is not None
+            else (param.device if param is not None else torch.device("cpu"))
         )
         graph = graph_from_n_atoms(sizes, device=device)
         b = len(sizes)
         ctx = None
+        ctx_exact = None  # the requested values before the cast to the model dtype
         if context is not None:
-            ctx = torch.as_tensor(np.asarray(context) if not isinstance(context, Tensor) else context)
+            ctx_exact = (
+                context.detach().cpu().double().numpy()
+                if isinstance(context, Tensor)
+                else np.asarray(context, dtype=np.float64)
+            ).reshape(b, -1)
+            ctx = torch.as_tensor(
+                np.asarray(context) if not isinstance(context, Tensor) else context
+            )
             ctx = ctx.to(device=device, dtype=dtype)
         ctx = self.dynamics.check_context(ctx, b, torch.empty((), dtype=dtype, device=device))
         if noise is None:
@@ -669,7 +701,9 @@ class EDM(nn.Module):
         z = torch.cat([remove_mean(z[:, :3], graph), z[:, 3:]], -1)
         carry = sampler.init(z)
         n_steps = len(ks) - 1
-        chain_at = set(np.linspace(0, n_steps, 10).round().astype(int).tolist()) if return_chain else set()
+        chain_at = (
+            set(np.linspace(0, n_steps, 10).round().astype(int).tolist()) if return_chain else set()
+        )
         chain: list[tuple[int, Any]] = []
         iterator: Any = range(n_steps)
         if progress:
@@ -720,14 +754,14 @@ class EDM(nn.Module):
             elements=self.elements,
             meta=meta,
         )
-        if self.property_names and ctx is not None:
-            molecules = self._attach_context(molecules, ctx)
+        if self.property_names and ctx_exact is not None:
+            molecules = self._attach_context(molecules, ctx_exact)
         if return_chain:
             return molecules, chain
         return molecules
 
-    def _attach_context(self, molecules: Any, ctx: Tensor) -> Any:
-        values = ctx.detach().cpu().double().numpy()
+    def _attach_context(self, molecules: Any, values: np.ndarray) -> Any:
+        """Store the requested (denormalised) property values with the samples."""
         if self.property_normaliser is not None:
             values = np.asarray(
                 self.property_normaliser.denormalise(values, self.property_names), dtype=np.float64
@@ -795,8 +829,13 @@ class EDM(nn.Module):
             stop = min(n, start + bs)
             graph = graph_from_n_atoms(sizes[start:stop], device=param.device)
             noise = ComFreeNoise(
-                graph, seed, True, n_features=self.n_features, dtype=param.dtype,
-                device=param.device, molecule_offset=start,
+                graph,
+                seed,
+                True,
+                n_features=self.n_features,
+                dtype=param.dtype,
+                device=param.device,
+                molecule_offset=start,
             )
             part = self.sample(
                 sizes[start:stop],

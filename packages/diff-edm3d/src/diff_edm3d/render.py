@@ -64,7 +64,7 @@ def _draw_molecule(ax: Any, pos: np.ndarray, types: np.ndarray, elements: Any) -
         orders = bond_orders(pos, types, elements)
         for i, j in zip(*np.nonzero(np.triu(orders))):
             ax.plot(*zip(pos[i], pos[j]), color="#404040", lw=0.8 + 0.7 * (orders[i, j] - 1))
-    sizes = np.array([(COVALENT_RADIUS.get(s, 0.8) * 60.0) ** 2 / 10 for s in symbols])
+    sizes = np.array([(COVALENT_RADIUS.get(s, 0.8) * 60.0) ** 2 / 6 for s in symbols])
     colours = [CPK.get(s, "#FF1493") for s in symbols]
     ax.scatter(*pos.T, s=sizes, c=colours, edgecolors="black", linewidths=0.4, depthshade=True)
     span = float(np.abs(pos).max()) if pos.size else 1.0
@@ -190,12 +190,16 @@ def plot_training_curves(
     if evals:
         es = [e["step"] for e in evals]
         if any("molecule_stability" in e for e in evals):
-            ax.plot(es, [e.get("molecule_stability", np.nan) for e in evals], "o-", label="mol. stable")
+            ax.plot(
+                es, [e.get("molecule_stability", np.nan) for e in evals], "o-", label="mol. stable"
+            )
             ax.plot(es, [e.get("atom_stability", np.nan) for e in evals], "s-", label="atom stable")
             ax.set_ylim(0, 1)
         if any("val_nll" in e for e in evals):
             ax2 = ax.twinx()
-            ax2.plot(es, [e.get("val_nll", np.nan) for e in evals], "^-", color="C3", label="val NLL")
+            ax2.plot(
+                es, [e.get("val_nll", np.nan) for e in evals], "^-", color="C3", label="val NLL"
+            )
             ax2.set_ylabel("validation NLL (nats)")
         ax.legend(fontsize=7, loc="upper left")
     ax.set_title("evaluation (EMA)")

@@ -1,10 +1,11 @@
 """EDM's discrete noise schedule, taken from diff-core, and the gamma/alpha/sigma helpers.
 
 EDM (arXiv:2203.17003, appendix B; official ``PredefinedNoiseSchedule("polynomial_2")``) uses the
-grid t_k = k/T, k = 0..T, with f(k) = (1 - (k/T)^p)^2, step ratios r_k = clip(f(k)/f(k-1), 0.001, 1),
-abar2_k = prod_{j<=k} r_j, alpha2_k = (1 - 2s) abar2_k + s and gamma_k = -logsnr_k =
-log((1 - alpha2_k)/alpha2_k). diff-core's `PolynomialSchedule(timesteps=T, power=p, precision=s)`
-holds exactly this table; this module reads it once in float64 and evaluates it only at the knots.
+grid t_k = k/T, k = 0..T, with f(k) = (1 - (k/T)^p)^2, step ratios
+r_k = clip(f(k)/f(k-1), 0.001, 1), abar2_k = prod_{j<=k} r_j, alpha2_k = (1 - 2s) abar2_k + s
+and gamma_k = -logsnr_k = log((1 - alpha2_k)/alpha2_k). diff-core's
+`PolynomialSchedule(timesteps=T, power=p, precision=s)` holds exactly this table; this module
+reads it once in float64 (``nearest_knot`` at t_k) and evaluates it only at the knots.
 
 Helpers (gamma = -logsnr): alpha^2 = sigmoid(-gamma), sigma^2 = sigmoid(gamma), and for s < t
 

@@ -207,7 +207,9 @@ class DenseEGNNReference(EGNNDynamics):
     @classmethod
     def like(cls, dynamics: EGNNDynamics) -> DenseEGNNReference:
         """A dense reference with the same configuration and weights as `dynamics`."""
-        ref = cls(dynamics.config, dynamics.elements, dynamics.include_charges, dynamics.context_dim)
+        ref = cls(
+            dynamics.config, dynamics.elements, dynamics.include_charges, dynamics.context_dim
+        )
         ref.load_state_dict(dynamics.state_dict())
         p = next(dynamics.parameters())
         return ref.to(device=p.device, dtype=p.dtype)
@@ -260,9 +262,7 @@ class OracleDynamics(Dynamics):
         x = remove_mean(b.x, b.graph)
         n_x, n_cat, n_int = norm_values
         b_x, b_cat, b_int = norm_biases
-        xh = torch.cat(
-            [(x - b_x) / n_x, (b.h_cat - b_cat) / n_cat, (b.h_int - b_int) / n_int], -1
-        )
+        xh = torch.cat([(x - b_x) / n_x, (b.h_cat - b_cat) / n_cat, (b.h_int - b_int) / n_int], -1)
         self.data = xh.reshape(b.num_molecules, -1).numpy()
         self.distribution = EmpiricalDistribution(self.data)
 

@@ -245,7 +245,9 @@ class AdaptiveClipper:
                 v = -1.0
             if v > 0:
                 return "fixed", v
-        raise ValueError(f"AdaptiveClipper: clip must be 'adaptive', 'none' or 'fixed:<v>', got {mode!r}")
+        raise ValueError(
+            f"AdaptiveClipper: clip must be 'adaptive', 'none' or 'fixed:<v>', got {mode!r}"
+        )
 
     def threshold(self) -> float:
         if self.kind == "fixed":
@@ -412,9 +414,11 @@ class Trainer:
             from .data.properties import PropertyNormaliser
 
             names = list(cfg.condition)
-            source = self.valid_set if (
-                cfg.property_norm_split == "valid" and self.valid_set is not None
-            ) else ts
+            source = (
+                self.valid_set
+                if (cfg.property_norm_split == "valid" and self.valid_set is not None)
+                else ts
+            )
             self.normaliser = PropertyNormaliser.fit(source, names)
             values = np.stack([np.asarray(ts.properties[n], dtype=np.float64) for n in names], 1)
             prop_dist = PropertyGivenSize(ts.n_atoms, values, names=names)
@@ -466,7 +470,8 @@ class Trainer:
         self.loader.epoch = int(state["loader"]["epoch"])
         self.loader.position = int(state["loader"]["position"])
         self.step = int(state["step"])
-        self.best_val_nll = float(state.get("best_val_nll", float("inf")))
+        best = state.get("best_val_nll")
+        self.best_val_nll = float("inf") if best is None else float(best)
         if self.dist.is_main:
             self._truncate_log(self.out / "metrics.jsonl", self.step)
             self._truncate_log(self.out / "eval.jsonl", self.step)
@@ -569,7 +574,9 @@ class Trainer:
         vs = self.valid_set
         n = min(len(vs), n_molecules or len(vs))
         values = []
-        gen = torch.Generator(device=self.device).manual_seed(derive_torch_seed(self.config.seed, 7))
+        gen = torch.Generator(device=self.device).manual_seed(
+            derive_torch_seed(self.config.seed, 7)
+        )
         with torch.no_grad():
             for start in range(0, n, self.config.batch_size):
                 part = vs.subset(np.arange(start, min(n, start + self.config.batch_size)))

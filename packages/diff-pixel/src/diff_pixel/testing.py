@@ -38,18 +38,16 @@ __all__ = [
 ]
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _perturbed(leaves: list[jax.Array], key: jax.Array, scale: float) -> list[jax.Array]:
-    keys = jax.random.split(key, len(leaves))
-    return [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)]
-
-
-def perturb(model: nnx.Module, key: jax.Array, scale: float = 0.05) -> None:
-    """Add ``scale``·N(0, 1) to every ``nnx.Param`` of ``model`` in place (moves zero-initialised
-    layers away from zero so that conditioning and dropout have an effect)."""
+def perturb(model: nnx.Module, seed: int = 0, scale: float = 0.05) -> None:
+    """Add ``scale``·N(0, 1) (host numpy draws from ``seed``) to every ``nnx.Param`` of ``model`` in
+    place: moves zero-initialised layers away from zero so that conditioning and dropout act."""
+    rng = np.random.default_rng(seed)
     state = nnx.state(model, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
-    nnx.update(model, jax.tree.unflatten(treedef, _perturbed(leaves, key, float(scale))))
+    new = [
+        jnp.asarray(np.asarray(x) + scale * rng.standard_normal(x.shape), x.dtype) for x in leaves
+    ]
+    nnx.update(model, jax.tree.unflatten(treedef, new))
 
 
 @functools.lru_cache(maxsize=64)
@@ -67,40 +65,47 @@ def forward_fn(graphdef: Any) -> Callable[..., Any]:
 def random_cond(
     config: UViTConfig,
     batch: int,
-    key: jax.Array,
+    seed: int = 0,
     *,
     frames: int | None = None,
     tokens: int = 4,
     per_frame_vector: bool = False,
 ) -> Cond | None:
-    """A valid random :class:`Cond` for every condition ``config`` declares (None if it has none)."""
-    ks = jax.random.split(key, 5)
+    """A valid random :class:`Cond` for every condition ``config`` declares (None if it has none);
+    host numpy draws from ``seed``."""
+    rng = np.random.default_rng(seed)
     fields: dict[str, Any] = {}
     if config.num_classes:
-        fields["label"] = jax.random.randint(ks[0], (batch,), 0, config.num_classes)
+        fields["label"] = jnp.asarray(rng.integers(0, config.num_classes, batch), jnp.int32)
     if config.vector_dim:
         lead = (batch, frames) if per_frame_vector and frames else (batch,)
-        fields["vector"] = jax.random.normal(ks[1], lead + (config.vector_dim,))
+        fields["vector"] = jnp.asarray(rng.standard_normal(lead + (config.vector_dim,)), jnp.float32)
     if config.token_dim:
-        fields["tokens"] = jax.random.normal(ks[2], (batch, tokens, config.token_dim))
-        fields["token_lengths"] = jax.random.randint(ks[3], (batch,), 1, tokens + 1)
+        fields["tokens"] = jnp.asarray(
+            rng.standard_normal((batch, tokens, config.token_dim)), jnp.float32
+        )
+        fields["token_lengths"] = jnp.asarray(rng.integers(1, tokens + 1, batch), jnp.int32)
     if config.spatial_channels:
         lead = (batch, frames) if frames else (batch,)
-        fields["spatial"] = jax.random.normal(
-            ks[4], lead + (config.height, config.width, config.spatial_channels)
-        )
+        shape = lead + (config.height, config.width, config.spatial_channels)
+        fields["spatial"] = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     return Cond(**fields) if fields else None
 
 
 def random_inputs(
-    config: UViTConfig, batch: int, key: jax.Array, *, frames: int | None = None
+    config: UViTConfig, batch: int, seed: int = 0, *, frames: int | None = None
 ) -> tuple[jax.Array, jax.Array, Cond | None]:
-    """(z, logsnr, cond) for ``config``: z standard normal, logsnr uniform in [−10, 10]."""
-    kz, kl, kc = jax.random.split(key, 3)
-    lead = (batch, frames) if config.frame_axis else (batch,)
-    z = jax.random.normal(kz, lead + (config.height, config.width, config.in_channels))
-    lam = jax.random.uniform(kl, (batch,), minval=-10.0, maxval=10.0)
-    return z, lam, random_cond(config, batch, kc, frames=frames if config.frame_axis else None)
+    """(z, logsnr, cond) for ``config``: z standard normal, logsnr uniform in [−10, 10] (numpy
+    draws from ``seed``; ``frames`` for frame models, default 3)."""
+    rng = np.random.default_rng(seed)
+    if config.frame_axis:
+        frames = frames or 3
+        lead: tuple[int, ...] = (batch, frames)
+    else:
+        frames, lead = None, (batch,)
+    z = jnp.asarray(rng.standard_normal(lead + (config.height, config.width, config.in_channels)), jnp.float32)
+    lam = jnp.asarray(rng.uniform(-10.0, 10.0, batch), jnp.float32)
+    return z, lam, random_cond(config, batch, seed + 1, frames=frames)
 
 
 def jit_forward(model: nnx.Module) -> Callable[..., jax.Array]:
@@ -145,11 +150,9 @@ def assert_identity_at_init(
     residual backbone is the identity between stem and head), with and without dropout, and that
     no skip tensor is left on the stack."""
     cfg = _config(model, "assert_identity_at_init")
-    key = jax.random.key(seed)
     if z is None:
-        frames = 3 if cfg.frame_axis else None
-        z, logsnr, cond = random_inputs(cfg, 2, key, frames=frames)
-    keys = [None, jax.random.fold_in(key, 1) if dropout_key is None else dropout_key]
+        z, logsnr, cond = random_inputs(cfg, 2, seed)
+    keys = [None, jax.random.key(seed + 1) if dropout_key is None else dropout_key]
     graphdef, state = nnx.split(model)
     forward = forward_fn(graphdef)
     for k in keys:
@@ -168,22 +171,34 @@ def assert_identity_at_init(
 
 
 def _perturb_example(
-    z: jax.Array, logsnr: jax.Array, cond: Cond | None, index: int, fields: Sequence[str], key: jax.Array, num_classes: int
+    z: jax.Array,
+    logsnr: jax.Array,
+    cond: Cond | None,
+    index: int,
+    fields: Sequence[str],
+    seed: int,
+    num_classes: int,
 ) -> tuple[jax.Array, jax.Array, Cond | None]:
-    ks = iter(jax.random.split(key, 8))
+    rng = np.random.default_rng(seed)
 
     def bump(a: jax.Array) -> jax.Array:
-        return a.at[index].add(jax.random.normal(next(ks), a.shape[1:], a.dtype))
+        a = np.array(a)
+        a[index] += rng.standard_normal(a.shape[1:]).astype(a.dtype)
+        return jnp.asarray(a)
 
     if "z" in fields:
         z = bump(z)
     if "logsnr" in fields:
-        logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), z.shape[:1] if jnp.ndim(logsnr) <= 1 else jnp.shape(logsnr))
-        logsnr = logsnr.at[index].add(1.5)
+        shape = z.shape[:1] if jnp.ndim(logsnr) <= 1 else jnp.shape(logsnr)
+        lam = np.array(np.broadcast_to(np.asarray(logsnr, np.float32), shape))
+        lam[index] += 1.5
+        logsnr = jnp.asarray(lam)
     if cond is not None:
         changes: dict[str, Any] = {}
         if "label" in fields and cond.label is not None:
-            changes["label"] = cond.label.at[index].set((cond.label[index] + 1) % max(num_classes, 1))
+            label = np.array(cond.label)
+            label[index] = (label[index] + 1) % max(num_classes, 1)
+            changes["label"] = jnp.asarray(label)
         for name in ("vector", "tokens", "spatial"):
             if name in fields and getattr(cond, name) is not None:
                 changes[name] = bump(getattr(cond, name))
@@ -211,7 +226,7 @@ def assert_example_independent(
     fwd = jit_forward(model)
     num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
     base = np.asarray(fwd(z, logsnr, cond))
-    z2, l2, c2 = _perturb_example(z, logsnr, cond, index, fields, jax.random.key(seed), num_classes)
+    z2, l2, c2 = _perturb_example(z, logsnr, cond, index, fields, seed, num_classes)
     new = np.asarray(fwd(z2, l2, c2))
     others = np.delete(np.abs(new - base), index, axis=0)
     other_max = float(others.max()) if others.size else 0.0
@@ -243,18 +258,20 @@ def assert_drop_ignores_condition(
         raise TypeError(f"assert_drop_ignores_condition: cond must be a Cond, got {type(cond).__name__}")
     b = cond.batch_size()
     dropped = cond.replace(drop=jnp.ones((b,), bool))
-    ks = iter(jax.random.split(jax.random.key(seed), 8))
+    rng = np.random.default_rng(seed)
     changes: dict[str, Any] = {}
     num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
     if cond.label is not None:
-        changes["label"] = jax.random.randint(next(ks), cond.label.shape, 0, max(num_classes, 1) + 1)
+        changes["label"] = jnp.asarray(
+            rng.integers(0, max(num_classes, 1) + 1, cond.label.shape), cond.label.dtype
+        )
     for name in ("vector", "tokens", "spatial"):
         v = getattr(cond, name)
         if v is not None:
-            changes[name] = 3.0 * jax.random.normal(next(ks), v.shape, v.dtype)
+            changes[name] = jnp.asarray(3.0 * rng.standard_normal(v.shape), v.dtype)
     if cond.token_lengths is not None:
         k = cond.tokens.shape[1]
-        changes["token_lengths"] = jax.random.randint(next(ks), (b,), 0, k + 1)
+        changes["token_lengths"] = jnp.asarray(rng.integers(0, k + 1, b), jnp.int32)
     fwd = jit_forward(model)
     a = np.asarray(fwd(z, logsnr, dropped))
     other = np.asarray(fwd(z, logsnr, dropped.replace(**changes)))

@@ -7,9 +7,9 @@ Their half-logSNR is ``λ/2`` in our convention, so with ``h = (λ_s − λ_t)/2
     z_s = (σ_s/σ_t) z_t − α_s expm1(−h) D
 
 The state ``(x_hat_prev, h_prev, has_prev)`` is made of arrays (zeros, 0-d 0.0, 0-d False at
-``init``) so it is a fixed-shape ``lax.scan`` carry. Starting from ``λ_t = −inf`` gives ``h = ∞`` and
-hence ``r = ∞``: first order, as the formula's limit says; a step to ``λ_s = +inf`` also falls back to
-``D = x̂`` (the 2M extrapolation has no finite limit there).
+``init``) so it is a fixed-shape ``lax.scan`` carry. Starting from ``λ_t = −inf`` gives
+``h = ∞`` and hence ``r = ∞``: first order, as the formula's limit says; a step to
+``λ_s = +inf`` also falls back to ``D = x̂`` (the 2M extrapolation has no finite limit there).
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ from .euler import check_variable, euler, euler_logsnr_update, flow_logsnr, sigm
 
 
 def trapezoid_sigma_update(ctx, x_hat_pred):
-    """EDM's trapezoid ``y_s = y_t + (σ_e,s − σ_e,t)(d_t + d_s)/2`` with ``d_t = (y_t − x̂_t)/σ_e,t``,
-    ``d_s = (y_pred − x̂')/σ_e,s`` and the Euler predictor ``y_pred = r y_t + (1 − r) x̂_t``.
+    """EDM's trapezoid ``y_s = y_t + (σ_e,s − σ_e,t)(d_t + d_s)/2`` with
+    ``d_t = (y_t − x̂_t)/σ_e,t``, ``d_s = (y_pred − x̂')/σ_e,s`` and the Euler predictor
+    ``y_pred = r y_t + (1 − r) x̂_t``.
 
     Substituting gives ``y_s = r y_t + ½(1 − r)(1 − q) x̂_t + ½ q x̂'`` with ``r = σ_e,s/σ_e,t`` and
     ``q = 1/r − 1 = expm1((λ_s − λ_t)/2)``: the same number without cancelling O(σ_e,t) terms

@@ -5,10 +5,11 @@ t to the predicted noise (eps_x, eps_h) (EDM, arXiv:2203.17003, eq. 11):
 
     forward(x [V, 3], h [V, F], t [B], graph, context [B, C] | None) -> (eps_x [V, 3], eps_h [V, F])
 
-Contract: eps_x is CoM-free per molecule, E(3)-equivariant in x (rotations and reflections, invariant
-to translations); eps_h is invariant; both are equivariant to within-molecule permutations; each
-molecule's output depends only on that molecule. Padded inputs ([B, N, ...] with the node mask or a
-`PaddedBatch` as `graph`) are converted to the packed layout at the boundary and back.
+Contract: eps_x is CoM-free per molecule, E(3)-equivariant in x (rotations and reflections,
+invariant to translations); eps_h is invariant; both are equivariant to within-molecule
+permutations; each molecule's output depends only on that molecule. Padded inputs ([B, N, ...]
+with the node mask or a `PaddedBatch` as `graph`) are converted to the packed layout at the
+boundary and back.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ the paper's value is not confirmed). It is built on e3nn's gate-points message p
 (``e3nn.nn.models.v2106.gate_points_message_passing.MessagePassing``, e3nn/e3nn 0.6.0) over the same
 fully connected packed edge list as the EGNN (no radius graph):
 
-* node input ``(F + 1 + C)x0e``: the scaled features, t and the context; node attribute ``1x0e`` = 1;
+* node input ``(F + 1 + C)x0e``: the scaled features, t and the context; node attribute
+  ``1x0e`` = 1;
 * edge attributes: the scalars ``[d_ij, d0_ij] / max_radius^2`` (``2x0e``; the scaling keeps them
   O(1), unscaled squared distances made the tensor products blow up) and the spherical harmonics
   Y^l(x_i - x_j), l <= lmax (``normalize=True, normalization="component"``);
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..batch import Graph
 from .base import Dynamics, register_dynamics
@@ -36,9 +37,7 @@ def _require_e3nn() -> Any:
         import e3nn  # noqa: F401
         from e3nn import o3
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            'E3nnDynamics needs e3nn: pip install "diff-edm3d[e3nn]"'
-        ) from exc
+        raise ImportError('E3nnDynamics needs e3nn: pip install "diff-edm3d[e3nn]"') from exc
     return o3
 
 
@@ -66,7 +65,9 @@ class E3nnConfig:
         if not self.max_radius > 0:
             raise ValueError(f"{func}: max_radius must be > 0, got {self.max_radius}")
         if self.nan_policy not in ("raise", "zero"):
-            raise ValueError(f"{func}: nan_policy must be 'raise' or 'zero', got {self.nan_policy!r}")
+            raise ValueError(
+                f"{func}: nan_policy must be 'raise' or 'zero', got {self.nan_policy!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +121,7 @@ class E3nnDynamics(Dynamics):
         self.in_nf = self.n_features + 1 + context_dim
         self.irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)
         hidden = o3.Irreps(
-            [(config.mul, (l, p)) for l in range(config.lmax + 1) for p in (1, -1)]
+            [(config.mul, (deg, p)) for deg in range(config.lmax + 1) for p in (1, -1)]
         )
         self.mp = MessagePassing(
             irreps_node_sequence=[o3.Irreps(f"{self.in_nf}x0e")]

@@ -1,5 +1,6 @@
-"""The EGNN dynamics of EDM, as in the paper's runs (official code: ehoogeboom/e3_diffusion_for_molecules,
-``egnn/egnn_new.py`` and ``egnn/models.py``; EGNN: Satorras et al., arXiv:2102.09844).
+"""The EGNN dynamics of EDM, as in the paper's runs (official code:
+ehoogeboom/e3_diffusion_for_molecules, ``egnn/egnn_new.py`` and ``egnn/models.py``; EGNN: Satorras
+et al., arXiv:2102.09844).
 
 With node features h^0 = [h_scaled, t, c'] and positions x^0 = x, each of the L equivariant blocks
 computes, over the ordered edges (i, j), j != i, of each molecule:
@@ -74,7 +75,9 @@ class EGNNConfig:
         if self.layout not in ("packed", "dense"):
             raise ValueError(f"{func}: layout must be 'packed' or 'dense', got {self.layout!r}")
         if self.nan_policy not in ("raise", "zero"):
-            raise ValueError(f"{func}: nan_policy must be 'raise' or 'zero', got {self.nan_policy!r}")
+            raise ValueError(
+                f"{func}: nan_policy must be 'raise' or 'zero', got {self.nan_policy!r}"
+            )
         if not self.normalization_factor > 0:
             raise ValueError(
                 f"{func}: normalization_factor must be > 0, got {self.normalization_factor}"
@@ -157,17 +160,18 @@ class EquivariantBlock(nn.Module):
 
 
 def _fused_first_layer(lin: nn.Linear, h: Tensor, src: Tensor, dst: Tensor, a: Tensor) -> Tensor:
-    """Linear([h_src, h_dst, a]) computed as (W_s h)[src] + (W_t h)[dst] + W_a a + b."""
+    """Linear([h_src, h_dst, a]) computed as (W_s h)[src] + (W_t h)[dst] + W_a a + b.
+
+    The weight stays one ``nn.Linear`` [out, 2 nf + n_a]; it is sliced by column, so the state
+    dict is the official one.
+    """
     nf = h.shape[1]
     w = lin.weight
-    # one matmul for both node projections: rows [W_s; W_t]
-    w_st = torch.cat([w[:, :nf], w[:, nf : 2 * nf]], 0)
-    p = F.linear(h, w_st)
     out_dim = w.shape[0]
-    ps, pt = p[:, :out_dim], p[:, out_dim:]
-    return torch.addmm(lin.bias, a, w[:, 2 * nf :].t()) + ps.index_select(0, src) + (
-        pt.index_select(0, dst)
-    )
+    # one matmul for both node projections: rows [W_s; W_t]
+    p = F.linear(h, torch.cat([w[:, :nf], w[:, nf : 2 * nf]], 0))
+    pre = p[:, :out_dim].index_select(0, src) + p[:, out_dim:].index_select(0, dst)
+    return torch.addmm(pre, a, w[:, 2 * nf :].t()).add_(lin.bias)
 
 
 class EGNNDynamics(Dynamics):
@@ -223,7 +227,8 @@ class EGNNDynamics(Dynamics):
         self.embedding_out = nn.Linear(nf, self.in_nf)
         for i in range(config.n_layers):
             self.add_module(
-                f"e_block_{i}", EquivariantBlock(nf, edge_feat_nf, config.inv_sublayers, config.attention)
+                f"e_block_{i}",
+                EquivariantBlock(nf, edge_feat_nf, config.inv_sublayers, config.attention),
             )
 
     def blocks(self) -> list[EquivariantBlock]:

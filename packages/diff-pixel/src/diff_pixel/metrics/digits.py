@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +22,7 @@ import numpy as np
 from diff_pixel.data.digits import DIGITS_TEST_SIZE, digits
 from diff_pixel.metrics.digits_classifier import DigitsClassifier
 
-__all__ = ["class_accuracy", "dfd_baselines", "digits_feature_distance"]
+__all__ = ["class_accuracy", "dfd_baselines", "digits_feature_distance", "evaluate_digits_model"]
 
 
 def _check_classifier(func: str, classifier: Any) -> DigitsClassifier:
@@ -107,3 +109,68 @@ def dfd_baselines(classifier: DigitsClassifier, seed: int = 0) -> dict[str, floa
         "dfd_floor": digits_feature_distance(train, classifier, "test"),
         "dfd_noise": digits_feature_distance(noise, classifier, "test"),
     }
+
+
+def evaluate_digits_model(
+    model: Any,
+    schedule: Any,
+    classifier: DigitsClassifier,
+    *,
+    guidance: float = 1.0,
+    interval: tuple[float, float] = (-math.inf, math.inf),
+    steps: int = 32,
+    sampler: str = "ddpm",
+    per_class: int = 36,
+    seed: int = 0,
+    baselines: Mapping[str, float] | None = None,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Sample ``per_class`` digits of each class and score them.
+
+    Args:
+      model: a class-conditional digits model (NNX, ``(graphdef, state)`` or protocol denoiser).
+      schedule: the sampling schedule (the recipe's).
+      classifier: from :func:`~diff_pixel.metrics.train_digits_classifier`.
+      guidance, interval: classifier-free guidance weight and its logsnr interval [lo, hi).
+      steps, sampler: sampler settings (``"ddpm"`` ancestral or ``"ddim"``).
+      per_class: samples per digit (the spec uses 36 → 360 images).
+      seed: sampling key ``jax.random.key(seed)``.
+      baselines: precomputed :func:`dfd_baselines` (computed here when ``None``).
+
+    Returns:
+      ``(metrics, images, labels)``; metrics has ``class_accuracy``,
+      ``digits_feature_distance``, ``dfd_floor``, ``dfd_noise`` and
+      ``classifier_test_accuracy``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from diff_pixel.models.cond import Cond
+    from diff_pixel.sampling import sample
+
+    _check_classifier("evaluate_digits_model", classifier)
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"evaluate_digits_model: per_class must be a positive int, got {per_class!r}")
+    config = getattr(model, "config", None)
+    size = int(getattr(config, "height", classifier.meta.get("image_size", 16)))
+    labels = np.repeat(np.arange(10, dtype=np.int32), per_class)
+    images = sample(
+        model,
+        shape=(labels.size, size, size, 1),
+        key=jax.random.key(seed),
+        schedule=schedule,
+        steps=steps,
+        sampler=sampler,
+        cond=Cond(label=jnp.asarray(labels)),
+        guidance=guidance,
+        interval=tuple(interval),
+    )
+    images = np.asarray(images)
+    levels = dict(baselines) if baselines is not None else dfd_baselines(classifier)
+    metrics = {
+        "class_accuracy": class_accuracy(images, labels, classifier),
+        "digits_feature_distance": digits_feature_distance(images, classifier),
+        "dfd_floor": float(levels["dfd_floor"]),
+        "dfd_noise": float(levels["dfd_noise"]),
+        "classifier_test_accuracy": classifier.test_accuracy,
+    }
+    return metrics, images, labels

@@ -1,0 +1,170 @@
+"""Trainer: adaptive clipping, EMA, checkpoints (safetensors / weights_only), bitwise resume, bad
+checkpoints, and the short CPU learning curve (spec 10, 13.1 #17, 13.2 #24)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diff_edm3d import load_checkpoint, preset
+from diff_edm3d.data.qm9 import read_qm9pack
+from diff_edm3d.train import AdaptiveClipper, Trainer, ema_update
+
+
+@pytest.fixture(scope="module")
+def qm9_head():
+    return read_qm9pack(nrows=1000)
+
+
+@pytest.fixture
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_adaptive_clipper_matches_the_official_rule():
+    clip = AdaptiveClipper("adaptive")
+    assert clip.threshold() == 1.5 * 3000.0  # queue [3000]: mean 3000, std 0
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0], dtype=torch.float64)  # norm 5
+    norm, clipped = clip.clip([p])
+    assert norm == 5.0 and not clipped and clip.state() == [5.0, 3000.0]
+    q = np.array([5.0, 3000.0])
+    thr = 1.5 * q.mean() + 2 * q.std()  # population std
+    assert clip.threshold() == pytest.approx(thr, rel=1e-15)
+    p.grad = torch.tensor([1e4, 0, 0, 0], dtype=torch.float64)
+    norm, clipped = clip.clip([p])
+    assert clipped and norm == 1e4
+    assert clip.state()[0] == pytest.approx(thr, rel=1e-15)  # records the threshold
+    assert float(p.grad.norm()) == pytest.approx(thr, rel=1e-6)
+    for _ in range(60):
+        p.grad = torch.ones(4, dtype=torch.float64)
+        clip.clip([p])
+    assert len(clip.state()) == 50
+    with pytest.raises(ValueError, match="clip"):
+        AdaptiveClipper("fixed:-1")
+
+
+def test_ema_update_rule():
+    a = torch.nn.Linear(2, 2).double()
+    b = torch.nn.Linear(2, 2).double()
+    wa, wb = a.weight.detach().clone(), b.weight.detach().clone()
+    ema_update(a, b, 0.9)
+    assert torch.allclose(a.weight, 0.9 * wa + 0.1 * wb, rtol=1e-15, atol=0)
+
+
+def _config(out: Path, steps: int, **kw):
+    return preset(
+        "tiny", out=str(out), steps=steps, eval_every=0, checkpoint_every=3, progress=False,
+        threads=None, **kw,
+    )  # fmt: skip
+
+
+def _log_losses(out: Path) -> list[tuple[int, float, float]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["grad_norm"]) for r in rows]
+
+
+def test_resume_is_bitwise(qm9_head, tmp_path, one_thread):
+    data = qm9_head.subset(np.arange(200))
+    straight = Trainer(_config(tmp_path / "a", 6), train_set=data)
+    straight.fit()
+    # 3 steps (checkpoint at 3), then a "kill" during step 4, then the same command again
+    first = Trainer(_config(tmp_path / "b", 6), train_set=data)
+    res = first.fit(stop_after=4)
+    assert res["stopped"] and res["step"] == 4
+    assert [p.name for p in sorted((tmp_path / "b").glob("ckpt_*"))] == ["ckpt_00000003"]
+    resumed = Trainer(_config(tmp_path / "b", 6), train_set=data)
+    assert resumed.step == 3 and resumed.loader.position == 3
+    resumed.fit()
+    for name in ("model", "ema"):
+        sa = getattr(straight, name).state_dict()
+        sb = getattr(resumed, name).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    oa, ob = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    for i in oa:
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"):
+            assert torch.equal(oa[i][key], ob[i][key])
+    assert straight.clipper.state() == resumed.clipper.state()
+    assert _log_losses(tmp_path / "a") == _log_losses(tmp_path / "b")
+    assert [r[0] for r in _log_losses(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
+    # the final checkpoint loads with weights_only / safetensors and equals the EMA
+    edm = load_checkpoint(tmp_path / "b")
+    for k, v in edm.state_dict().items():
+        assert torch.equal(v, straight.ema.state_dict()[k])
+    state = json.loads((tmp_path / "b" / "ckpt_00000006" / "trainer_state.json").read_text())
+    assert state["clip_queue"] == straight.clipper.state()
+
+
+def test_changed_config_and_corrupted_checkpoint(qm9_head, tmp_path, one_thread):
+    data = qm9_head.subset(np.arange(64))
+    Trainer(_config(tmp_path / "run", 3), train_set=data).fit()
+    with pytest.raises(ValueError, match=r"differing fields \['lr'\]"):
+        Trainer(_config(tmp_path / "run", 6, lr=1e-3), train_set=data)
+    ckpt = tmp_path / "run" / "ckpt_00000003"
+    before = (ckpt / "ema.safetensors").read_bytes()
+    bad = tmp_path / "bad"
+    shutil.copytree(ckpt, bad)
+    (bad / "ema.safetensors").write_bytes(before[: len(before) // 2])
+    with pytest.raises(ValueError, match="corrupted"):
+        load_checkpoint(bad)
+    (bad / "ema.safetensors").write_bytes(before)
+    (bad / "trainer_state.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupted"):
+        load_checkpoint(bad)
+    assert (ckpt / "ema.safetensors").read_bytes() == before  # nothing overwritten
+    # tensors of another shape are refused with the differing keys
+    shutil.rmtree(bad)
+    shutil.copytree(ckpt, bad)
+    state = json.loads((bad / "trainer_state.json").read_text())
+    state["model"]["dynamics"]["config"]["nf"] = 16
+    (bad / "trainer_state.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="shape mismatches"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+def test_small_preset_learning_curve(tmp_path):
+    """Preset `small` (EGNN 64/4, batch 64, lr 5e-4, adaptive clip, seed 0) on the training split:
+    mean l2 loss over steps 401-600 < 0.100 and over steps 1-10 > 0.3."""
+    from diff_edm3d import load_qm9
+
+    train = load_qm9(split="train", progress=False)
+    cfg = preset("small", out=str(tmp_path / "small"), steps=600, eval_every=0,
+                 checkpoint_every=600, progress=False)  # fmt: skip
+    trainer = Trainer(cfg, train_set=train)
+    trainer.fit()
+    losses = np.array([r[1] for r in _log_losses(tmp_path / "small")])
+    assert len(losses) == 600
+    print("learning curve", losses[:10].mean(), losses[:200].mean(), losses[200:400].mean(),
+          losses[400:600].mean())  # fmt: skip
+    assert losses[:10].mean() > 0.3
+    assert losses[400:600].mean() < 0.100
+
+
+def test_e3nn_dynamics_trains_and_reloads(qm9_head, tmp_path, one_thread):
+    from diff_edm3d import E3nnDynamics, collate
+
+    data = qm9_head.subset(np.arange(100))
+    cfg = preset("tiny", dynamics="e3nn", e3nn_mul=8, e3nn_lmax=1, n_layers=2, out=str(tmp_path),
+                 steps=3, eval_every=0, progress=False)  # fmt: skip
+    trainer = Trainer(cfg, train_set=data)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    edm = load_checkpoint(tmp_path)
+    assert isinstance(edm.dynamics, E3nnDynamics)
+    batch = collate(data.subset(np.arange(4)))
+    with torch.no_grad():
+        a = edm.nll(batch, torch.Generator().manual_seed(0)).nll
+        b = trainer.ema.nll(batch, torch.Generator().manual_seed(0)).nll
+    assert torch.equal(a, b)
