@@ -412,6 +412,11 @@ class Isolation:
                 bad = self.uninstallable(python, pins, log)
                 if bad:
                     message += "\n  lower bounds pip cannot install here: " + ", ".join(bad)
+                else:
+                    message += (
+                        "\n  each lower bound installs on its own: they conflict with each other "
+                        "or with a dependency (pip's report above names the pair)"
+                    )
             report.problems.append(message)
             return report
         report.problems += self.check_installed(name, python, rule, log)

@@ -403,7 +403,7 @@ def test_error_messages_of_core_spec_rows():
         (lambda: ShiftedCosineSchedule(0), "resolution must be an integer >= 1, got 0"),
         (lambda: ShiftedCosineSchedule(64.5), "resolution must be an integer"),
         (lambda: ShiftedCosineSchedule(64, clip="after"), "clip must be one of"),
-        (lambda: InterpolatedCosineSchedule(64, resolution_lo=128), "resolution_lo must be <="),
+        (lambda: InterpolatedCosineSchedule(1, resolution_lo=64), "must keep logsnr strictly"),
         (lambda: LinearBetaSchedule(timesteps=1), "timesteps must be an integer >= 2, got 1"),
         (lambda: LinearBetaSchedule(beta_start=0.1, beta_end=0.01), "0 < beta_start < beta_end"),
         (lambda: PolynomialSchedule(precision=0.5), "precision must satisfy 0 < precision < 0.5"),
@@ -447,3 +447,13 @@ def test_value_checks_skipped_only_under_tracing():
         s.logsnr(jax.numpy.asarray([1.5]))  # concrete JAX arrays are checked
     out = jax.jit(s.logsnr)(jax.numpy.asarray([0.25, 1.5]))  # traced: no host read, no error
     assert np.isfinite(float(out[0]))
+
+
+def test_interpolated_below_low_reference_shifts_up_linearly():
+    """SiD2 at d = 16 (pixel.md §6.1): λ = λ_cos + 2t·ln(32/16), strictly decreasing."""
+    s = InterpolatedCosineSchedule(16, resolution_lo=32)
+    base = CosineSchedule(-15.0, 15.0)
+    t = np.linspace(0.0, 1.0, 101)
+    np.testing.assert_allclose(s.logsnr(t) - base.logsnr(t), 2 * t * np.log(2.0), atol=1e-12)
+    assert np.all(np.diff(s.logsnr(t)) < 0)
+    check_schedule(s)

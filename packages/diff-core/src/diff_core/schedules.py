@@ -454,7 +454,8 @@ class InterpolatedCosineSchedule(_Schedule):
     ``λ(t) = t·A(t) + (1 − t)·B(t)`` with ``A`` the cosine shifted for reference
     ``resolution_lo`` and ``B`` for reference ``resolution_hi`` (default: ``resolution``, i.e.
     unshifted), both with the same ``clip`` convention: the noisy end behaves like the low
-    reference. ``dλ/dt = t A' + (1 − t) B' + A − B``. The inverse is found by bisection (64 steps
+    reference. ``dλ/dt = t A' + (1 − t) B' + A − B``. ``resolution_lo`` may exceed the high
+    reference (SiD2's recipe below 32 px) as long as λ stays strictly decreasing. The inverse is found by bisection (64 steps
     in float64, 32 in float32) followed by one Newton step, which also makes it differentiable.
     """
 
@@ -474,10 +475,6 @@ class InterpolatedCosineSchedule(_Schedule):
         r_lo = _integer(cls, "resolution_lo", resolution_lo, 1)
         r_hi = None if resolution_hi is None else _integer(cls, "resolution_hi", resolution_hi, 1)
         hi_eff = res if r_hi is None else r_hi
-        if r_lo > hi_eff:
-            raise ValueError(
-                f"{cls}: resolution_lo must be <= resolution_hi, got {r_lo} > {hi_eff}"
-            )
         lo, hi = _logsnr_bounds(cls, logsnr_min, logsnr_max)
         clip = _clip_name(cls, clip)
         self._set(
@@ -491,6 +488,16 @@ class InterpolatedCosineSchedule(_Schedule):
             _b=_shifted_cosine(res, hi_eff, lo, hi, clip),
         )
         self._set(_range=self._endpoints())
+        if r_lo > hi_eff:
+            # Allowed (SiD2 at d < 32 uses resolution_lo = 32 > d, pixel.md §6.1), as long as the
+            # upward shift A − B = 2 ln(lo/hi) never beats the cosine's slope.
+            t = np.linspace(0.0, 1.0, 4097)[1:-1]
+            if not bool(np.all(self._dlogsnr(np, t) < 0.0)):
+                raise ValueError(
+                    f"{cls}: resolution_lo / resolution_hi = {r_lo}/{hi_eff} must keep logsnr "
+                    "strictly decreasing (2 ln(lo/hi) below the cosine's smallest slope), "
+                    "got a non-monotone schedule"
+                )
 
     def _params(self) -> dict[str, Any]:
         return {

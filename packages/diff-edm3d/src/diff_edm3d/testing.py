@@ -25,6 +25,7 @@ from .schedule import EDMSchedule, alpha_from_gamma, sigma_from_gamma
 
 __all__ = [
     "DenseEGNNReference",
+    "ddp_consistency",
     "OracleDynamics",
     "assert_equivariant",
     "boost_coordinate_head",
@@ -307,3 +308,122 @@ def stability_agreement(a: Any, b: Any) -> dict[str, Any]:
         "stable_molecules": (int(ma.sum()), int(mb.sum())),
         "stable_atoms": (int(aa.sum()), int(ab.sum())),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# DDP consistency (2 gloo processes on 127.0.0.1)
+
+
+def _flat(tensors: Any) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _ddp_worker(rank: int, world: int, port: int, npz: str, config: dict, out: str) -> None:
+    import os
+    from pathlib import Path
+
+    from .data.molecules import MoleculeSet
+    from .distributed import init_distributed
+    from .train import TrainConfig, Trainer
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    ctx = init_distributed("cpu")
+    data = MoleculeSet.load_npz(npz)
+    cfg = TrainConfig.from_dict(config).with_(out=str(Path(out) / "run"))
+    trainer = Trainer(cfg, train_set=data, distributed=ctx)
+    molecules = trainer.loader.next_batch()
+    trainer.compute_gradients(molecules, 0)
+    grads = _flat([p.grad for p in trainer.model.parameters()]).clone()
+    trainer.apply_gradients()
+    torch.save(
+        {
+            "ids": np.asarray(molecules.ids).tolist(),
+            "backend": ctx.backend,
+            "grads": grads,
+            "params": _flat(trainer.model.parameters()).detach().clone(),
+            "ema": _flat(trainer.ema.parameters()).detach().clone(),
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
+    torch.distributed.destroy_process_group()
+
+
+def ddp_consistency(molecules: Any, config: Any, workdir: Any) -> dict[str, Any]:
+    """Compare one DDP training step on 2 spawned gloo processes (127.0.0.1) with one process.
+
+    Each rank takes its contiguous half of the first global batch; DDP averages the gradients.
+    The single process computes the two half-batch gradients with the ranks' generators (seeded
+    from (seed, rank, step)), averages them and applies the same clipping, AdamW and EMA step.
+
+    Args:
+        molecules: the training `MoleculeSet` (its first global batch is used).
+        config: a `TrainConfig` (use ``dtype="float64"`` for a 1e-12 comparison).
+        workdir: an empty directory for the data file and the ranks' results.
+
+    Returns:
+        ``grad_rel`` (DDP vs the average of the half-batch gradients), ``params_rel`` and
+        ``ema_rel`` (after the step, vs the single process), ``ranks_bitwise_equal`` (gradients,
+        parameters and EMA identical on both ranks), ``rank_ids`` and ``backend``.
+    """
+    import socket
+    from pathlib import Path
+
+    import torch.multiprocessing as mp
+
+    from .distributed import DistributedContext
+    from .train import Trainer
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    npz = workdir / "data.npz"
+    molecules.save_npz(npz, overwrite=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(
+        _ddp_worker,
+        args=(2, port, str(npz), config.to_dict(), str(workdir)),
+        nprocs=2,
+        join=True,
+    )
+    r0 = torch.load(workdir / "rank0.pt", weights_only=True)
+    r1 = torch.load(workdir / "rank1.pt", weights_only=True)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = Trainer(
+            config.with_(out=str(workdir / "single")),
+            train_set=molecules,
+            distributed=DistributedContext(),
+        )
+        halves = np.array_split(single.loader.global_indices(0, 0), 2)
+        grads = []
+        for rank, half in enumerate(halves):
+            single.compute_gradients(molecules.subset(half), 0, rank=rank)
+            grads.append([p.grad.clone() for p in single.model.parameters()])
+        for p, g0, g1 in zip(single.model.parameters(), *grads):
+            p.grad = (g0 + g1) / 2
+        avg = _flat([p.grad for p in single.model.parameters()])
+        single.apply_gradients()
+        return {
+            "backend": r0["backend"],
+            "rank_ids": (r0["ids"], r1["ids"]),
+            "single_ids": tuple(np.asarray(molecules.subset(h).ids).tolist() for h in halves),
+            "ranks_bitwise_equal": bool(
+                torch.equal(r0["grads"], r1["grads"])
+                and torch.equal(r0["params"], r1["params"])
+                and torch.equal(r0["ema"], r1["ema"])
+            ),
+            "grad_rel": relative_error(avg, r0["grads"]),
+            "params_rel": relative_error(_flat(single.model.parameters()).detach(), r0["params"]),
+            "ema_rel": relative_error(_flat(single.ema.parameters()).detach(), r0["ema"]),
+        }
+    finally:
+        torch.set_num_threads(old)
