@@ -133,7 +133,7 @@ def test_changed_config_and_corrupted_checkpoint(qm9_head, tmp_path, one_thread)
 
 
 @pytest.mark.slow
-def test_small_preset_learning_curve(tmp_path):
+def test_small_preset_learning_curve(tmp_path, one_thread):
     """Preset `small` (EGNN 64/4, batch 64, lr 5e-4, adaptive clip, seed 0) on the training split:
     mean l2 loss over steps 401-600 < 0.100 and over steps 1-10 > 0.3."""
     from diff_edm3d import load_qm9

@@ -41,6 +41,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
 
 def measure(preset: str, batch_size: int, steps: int, matmul: float) -> list[dict]:
     from diff_pixel.data import Loader, digits
+    from diff_pixel.losses import recipe_loss
     from diff_pixel.models import build_model, count_macs
     from diff_pixel.recipes import SiD2Recipe
     from diff_pixel.train import (
@@ -53,7 +54,6 @@ def measure(preset: str, batch_size: int, steps: int, matmul: float) -> list[dic
         replicate,
         shard_batch,
     )
-    from diff_pixel.losses import recipe_loss
 
     recipe = SiD2Recipe.for_resolution(16)
     loss = recipe_loss(recipe)

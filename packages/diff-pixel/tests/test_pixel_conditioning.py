@@ -16,8 +16,14 @@ from diff_pixel.testing import (
 )
 
 BASE = UViTConfig(
-    8, 2, channels=(8, 16, 32), blocks=(1, 1), block_types=("res", "attn"), mid_blocks=1,
-    head_dim=8, dropout=(0.0, 0.0, 0.0),
+    8,
+    2,
+    channels=(8, 16, 32),
+    blocks=(1, 1),
+    block_types=("res", "attn"),
+    mid_blocks=1,
+    head_dim=8,
+    dropout=(0.0, 0.0, 0.0),
 )
 FULL = BASE.replace(num_classes=5, vector_dim=3, token_dim=4, spatial_channels=2)
 
@@ -54,10 +60,14 @@ def test_padding_tokens_are_ignored(full):
     _, fwd, z, lam, cond = full
     k = cond.tokens.shape[1]
     lengths = jnp.array([1, 2, 4, 0])
-    noise = jnp.asarray(np.random.default_rng(7).standard_normal(cond.tokens.shape) * 5, jnp.float32)
+    noise = jnp.asarray(
+        np.random.default_rng(7).standard_normal(cond.tokens.shape) * 5, jnp.float32
+    )
     valid = jnp.arange(k)[None, :, None] < lengths[:, None, None]
     a = fwd(z, lam, cond.replace(token_lengths=lengths))
-    b = fwd(z, lam, cond.replace(token_lengths=lengths, tokens=jnp.where(valid, cond.tokens, noise)))
+    b = fwd(
+        z, lam, cond.replace(token_lengths=lengths, tokens=jnp.where(valid, cond.tokens, noise))
+    )
     assert float(jnp.max(jnp.abs(a - b))) <= 1e-6  # (d)
     c = fwd(z, lam, cond.replace(token_lengths=jnp.array([4, 2, 4, 0])))
     assert float(jnp.max(jnp.abs(c[0] - a[0]))) > 1e-4  # valid tokens do matter
@@ -74,7 +84,9 @@ def test_drop_equals_null_label():
 
 def test_bad_conditions_name_the_field(full):
     model, _, z, lam, cond = full
-    with pytest.raises(ValueError, match=r"cond.spatial must be of shape \(4, 8, 8, 2\) matching z"):
+    with pytest.raises(
+        ValueError, match=r"cond.spatial must be of shape \(4, 8, 8, 2\) matching z"
+    ):
         model(z, lam, cond.replace(spatial=jnp.zeros((4, 4, 4, 2))))
     with pytest.raises(ValueError, match=r"cond.label must be in \[0, num_classes=5\]"):
         model(z, lam, cond.replace(label=jnp.array([0, 1, 6, 2])))
@@ -88,7 +100,9 @@ def test_bad_conditions_name_the_field(full):
         model(z, lam, cond.replace(drop=jnp.zeros(4)))
     label_only = ResidualUViT(BASE.replace(num_classes=3), nnx.Rngs(0))
     zz = jnp.zeros((2, 8, 8, 2))
-    with pytest.raises(ValueError, match="cond.vector must be None: the model was built with vector_dim=0"):
+    with pytest.raises(
+        ValueError, match="cond.vector must be None: the model was built with vector_dim=0"
+    ):
         label_only(zz, 0.0, Cond(label=jnp.zeros(2, jnp.int32), vector=jnp.zeros((2, 3))))
     with pytest.raises(ValueError, match="cond.spatial must be None"):
         label_only(zz, 0.0, Cond(label=jnp.zeros(2, jnp.int32), spatial=jnp.zeros((2, 8, 8, 1))))
@@ -138,11 +152,17 @@ def test_frames_without_positions_are_permutation_equivariant():
         fwd = jit_forward(_model(cfg, seed=4))
         out = fwd(z, lam, cond)
         permuted = fwd(
-            z[:, perm], lam[:, perm], cond.replace(vector=cond.vector[:, perm], spatial=cond.spatial[:, perm])
+            z[:, perm],
+            lam[:, perm],
+            cond.replace(vector=cond.vector[:, perm], spatial=cond.spatial[:, perm]),
         )
         assert float(jnp.max(jnp.abs(permuted - out[:, perm]))) <= 1e-5, mode
     # With frame positions (default) the frame index enters and equivariance is broken.
     fwd = jit_forward(_model(FRAMES, seed=4))
     out = fwd(z, lam, cond)
-    permuted = fwd(z[:, perm], lam[:, perm], cond.replace(vector=cond.vector[:, perm], spatial=cond.spatial[:, perm]))
+    permuted = fwd(
+        z[:, perm],
+        lam[:, perm],
+        cond.replace(vector=cond.vector[:, perm], spatial=cond.spatial[:, perm]),
+    )
     assert float(jnp.max(jnp.abs(permuted - out[:, perm]))) > 1e-3

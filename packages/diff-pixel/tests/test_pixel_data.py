@@ -32,9 +32,9 @@ def test_digits_split_sizes_and_identity_across_calls():
     perm = np.random.default_rng(0).permutation(1797)
     np.testing.assert_array_equal(digits(8, "test").labels, raw.target[perm[:360]])
     np.testing.assert_array_equal(digits(8, "train").images[..., 0], raw.images[perm[360:]] / 8 - 1)
-    assert sorted(np.bincount(train.labels, minlength=10) + np.bincount(test.labels, minlength=10)) == sorted(
-        np.bincount(raw.target, minlength=10)
-    )
+    assert sorted(
+        np.bincount(train.labels, minlength=10) + np.bincount(test.labels, minlength=10)
+    ) == sorted(np.bincount(raw.target, minlength=10))
 
 
 def test_digits_range_and_upsampling_matrix():
@@ -186,7 +186,9 @@ def test_image_folder_labels_follow_sorted_subfolders(tmp_path):
     assert isinstance(src, ArraySource) and src.num_classes == 3
     np.testing.assert_array_equal(src.labels, [0, 1, 2, 2])  # apple, mango, zebra(a, b)
     # pixel values identify the files: x = v/127.5 − 1 for a constant image
-    np.testing.assert_allclose(src.images[:, 0, 0, 0], np.array([10, 128, 240, 250]) / 127.5 - 1, atol=2e-2)
+    np.testing.assert_allclose(
+        src.images[:, 0, 0, 0], np.array([10, 128, 240, 250]) / 127.5 - 1, atol=2e-2
+    )
     assert src.images.shape == (4, 8, 8, 3)
     crop = image_folder(tmp_path, (6, 4), mode="random_crop", channels=1)
     loader = Loader(crop, 4, seed=0, shuffle=False)
@@ -198,7 +200,9 @@ def test_image_folder_labels_follow_sorted_subfolders(tmp_path):
 def test_image_folder_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="image_folder: root must contain image files with extensions"):
+    with pytest.raises(
+        ValueError, match="image_folder: root must contain image files with extensions"
+    ):
         image_folder(empty, 8)
     loose = tmp_path / "loose"
     _write(loose / "cls" / "a.png", 1)

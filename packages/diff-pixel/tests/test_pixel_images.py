@@ -23,7 +23,9 @@ def test_grid_layout_is_row_major_and_exact(tmp_path):
     assert grid.shape == (160, 160, 1)
     for i in (0, 9, 10, 57, 99):
         r, c = divmod(i, 10)
-        np.testing.assert_array_equal(grid[16 * r : 16 * r + 16, 16 * c : 16 * c + 16], to_uint8(images[i]))
+        np.testing.assert_array_equal(
+            grid[16 * r : 16 * r + 16, 16 * c : 16 * c + 16], to_uint8(images[i])
+        )
     png = np.asarray(Image.open(path))
     assert png.shape == (480, 480)  # grey PNG, scaled 3× (nearest)
     np.testing.assert_array_equal(png[::3, ::3], grid[..., 0])

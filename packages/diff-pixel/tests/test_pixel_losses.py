@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from diff_core import losses as core_losses
 from diff_core import weighting
 from diff_core.testing import gaussian
-from diff_protocol import diffuse, v_target
-
 from diff_pixel.losses import (
     diffusion_loss,
     drop_mask,
@@ -22,6 +21,7 @@ from diff_pixel.losses import (
 )
 from diff_pixel.models import build_model
 from diff_pixel.recipes import RUN_PRESETS, SiD2Recipe, SiDRecipe, recipe_from_dict
+from diff_protocol import diffuse, v_target
 
 
 def test_sid2_recipe_numbers_and_round_trip():
@@ -33,10 +33,15 @@ def test_sid2_recipe_numbers_and_round_trip():
     np.testing.assert_allclose(lam, [15.00, -2.77, -20.55], atol=0.01)
     sid = SiDRecipe.for_resolution(256)
     np.testing.assert_allclose(
-        sid.schedule().logsnr(np.array([0.0, 1.0])), np.array([15.0, -15.0]) + 2 * math.log(64 / 256)
+        sid.schedule().logsnr(np.array([0.0, 1.0])),
+        np.array([15.0, -15.0]) + 2 * math.log(64 / 256),
     )
     assert sid.weighting().name == "eps_mse" and r.weighting().name == "sigmoid"
-    for rec in (r, sid, RUN_PRESETS["digits"].recipe("sid2").replace(guidance_interval=(-math.inf, 5.0))):
+    for rec in (
+        r,
+        sid,
+        RUN_PRESETS["digits"].recipe("sid2").replace(guidance_interval=(-math.inf, 5.0)),
+    ):
         assert recipe_from_dict(rec.to_dict()) == rec
         assert hash(rec) == hash(recipe_from_dict(rec.to_dict()))
     assert recipe_loss(r) is recipe_loss(SiD2Recipe.for_resolution(512))
@@ -45,7 +50,11 @@ def test_sid2_recipe_numbers_and_round_trip():
 
 
 def test_schedule_derivative_matches_jvp():
-    for rec in (SiD2Recipe.for_resolution(512), SiD2Recipe.for_resolution(64), SiDRecipe.for_resolution(128)):
+    for rec in (
+        SiD2Recipe.for_resolution(512),
+        SiD2Recipe.for_resolution(64),
+        SiDRecipe.for_resolution(128),
+    ):
         sched = rec.schedule()
         t = jnp.linspace(0.02, 0.98, 49)
         _, jvp = jax.jvp(sched.logsnr, (t,), (jnp.ones_like(t),))
@@ -124,13 +133,17 @@ def test_per_example_randomness_and_metrics():
     idx = jnp.arange(100, 108, dtype=jnp.int32)
     keys = example_keys(key, idx)
     sub = example_keys(key, idx[4:])
-    np.testing.assert_array_equal(noise_batch(keys, (8, 3, 3, 1))[4:], noise_batch(sub, (4, 3, 3, 1)))
+    np.testing.assert_array_equal(
+        noise_batch(keys, (8, 3, 3, 1))[4:], noise_batch(sub, (4, 3, 3, 1))
+    )
     np.testing.assert_array_equal(drop_mask(keys, 0.3)[4:], drop_mask(sub, 0.3))
     t = stratified_times(keys)
     assert bool(jnp.all((t >= jnp.arange(8) / 8) & (t < (jnp.arange(8) + 1) / 8)))
     slot = jnp.array([3, 1, 0, 2, 7, 6, 4, 5])
     t_slot = stratified_times(keys, slot)
-    np.testing.assert_allclose(t_slot * 8 - slot, t * 8 - jnp.arange(8), atol=1e-5)  # same u, own stratum
+    np.testing.assert_allclose(
+        t_slot * 8 - slot, t * 8 - jnp.arange(8), atol=1e-5
+    )  # same u, own stratum
     # Label dropout happens at the rate p_uncond.
     many = drop_mask(example_keys(key, jnp.arange(20000, dtype=jnp.int32)), 0.1)
     assert abs(float(many.mean()) - 0.1) < 0.01
@@ -138,24 +151,65 @@ def test_per_example_randomness_and_metrics():
 
 def test_loss_on_a_backbone_bins_and_dropout():
     model = build_model("tiny-16")
-    recipe = SiD2Recipe.for_resolution(64, p_uncond=0.5)  # d = 64 keeps the default schedule valid
+    recipe = SiD2Recipe.for_resolution(16, p_uncond=0.5)
     rng = np.random.default_rng(0)
     batch = {
         "x": jnp.asarray(rng.uniform(-1, 1, (16, 16, 16, 1)), jnp.float32),
         "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32),
         "index": jnp.arange(16, dtype=jnp.int32),
     }
-    loss, metrics = jax.jit(lambda b, k: diffusion_loss(model, b, k, recipe))(batch, jax.random.key(0))
+    sched = recipe.schedule()
+
+    @jax.jit
+    def run(batch, key):
+        loss, metrics = diffusion_loss(model, batch, key, recipe)
+        # At initialisation v̂ = 0, so ε̂ = σz and the loss is known in closed form per example.
+        keys = example_keys(jax.random.fold_in(key, 0), batch["index"])
+        t = stratified_times(keys)
+        eps = noise_batch(keys, batch["x"].shape)
+        lam, dlam = sched.logsnr(t), sched.dlogsnr_dt(t)
+        z = diffuse(batch["x"], eps, lam)
+        sigma = jnp.sqrt(jax.nn.sigmoid(-lam))[:, None, None, None]
+        err = jnp.mean((eps - sigma * z) ** 2, axis=(1, 2, 3))
+        per = 0.5 * -dlam * jax.nn.sigmoid(recipe.bias - lam) * err
+        return loss, metrics, per.mean()
+
+    loss, metrics, expected = run(batch, jax.random.key(0))
     assert float(metrics["bin_loss_count"].sum()) == 16
     np.testing.assert_allclose(metrics["bin_loss_sum"].sum() / 16, loss, rtol=1e-5)
     assert np.isfinite(float(loss)) and float(metrics["x_mse"]) > 0
-    # At initialisation v̂ = 0, so ε̂ = σz and the loss is known in closed form per example.
-    keys = example_keys(jax.random.fold_in(jax.random.key(0), 0), batch["index"])
-    t = stratified_times(keys)
-    eps = noise_batch(keys, batch["x"].shape)
-    sched = recipe.schedule()
-    lam, dlam = sched.logsnr(t), sched.dlogsnr_dt(t)
-    z = diffuse(batch["x"], eps, lam)
-    sigma = jnp.sqrt(jax.nn.sigmoid(-lam))[:, None, None, None]
-    per = 0.5 * -dlam * jax.nn.sigmoid(recipe.bias - lam) * jnp.mean((eps - sigma * z) ** 2, axis=(1, 2, 3))
-    np.testing.assert_allclose(loss, per.mean(), rtol=1e-5)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_multiscale_loss():
+    # SiD's multiscale loss: Σ_s (1/s)·mean((Pool_s ε − Pool_s ε̂)²) over s = 32, 64, …, d.
+    model = _ExactV(0.0, 0.5)
+    base = SiDRecipe.for_resolution(64)
+    multi = base.replace(multiscale=True)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.uniform(-1, 1, (4, 64, 64, 1)), jnp.float32)
+    batch = {"x": x, "index": jnp.arange(4, dtype=jnp.int32)}
+
+    def pool(a):
+        return a.reshape(4, 32, 2, 32, 2, 1).mean(axis=(2, 4))
+
+    @jax.jit
+    def run(key):
+        full = diffusion_loss(model, batch, key, base)[0]
+        ms = diffusion_loss(model, batch, key, multi)[0]
+        # The 32×32 term recomputed from the same draws.
+        keys = example_keys(jax.random.fold_in(key, 0), batch["index"])
+        t = stratified_times(keys)
+        eps = noise_batch(keys, x.shape)
+        lam = base.schedule().logsnr(t)
+        z = diffuse(x, eps, lam)
+        alpha = jnp.sqrt(jax.nn.sigmoid(lam))[:, None, None, None]
+        sigma = jnp.sqrt(jax.nn.sigmoid(-lam))[:, None, None, None]
+        eps_hat = sigma * z + alpha * model(z, lam)
+        term32 = jnp.mean(0.5 * jnp.mean((pool(eps) - pool(eps_hat)) ** 2, axis=(1, 2, 3)))
+        return full, ms, term32
+
+    full, ms, term32 = run(jax.random.key(2))
+    np.testing.assert_allclose(ms, full / 64 + term32 / 32, rtol=1e-4)
+    with pytest.raises(ValueError, match="multiscale must be False for resolutions below 32"):
+        SiDRecipe.for_resolution(16, multiscale=True)

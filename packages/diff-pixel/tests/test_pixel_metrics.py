@@ -52,7 +52,9 @@ def test_save_load_roundtrip(classifier, tmp_path):
     np.testing.assert_array_equal(loaded.features(x), classifier.features(x))
     assert loaded.test_accuracy == classifier.test_accuracy
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
-    with pytest.raises(ValueError, match="DigitsClassifier.load: path must hold a digits classifier"):
+    with pytest.raises(
+        ValueError, match="DigitsClassifier.load: path must hold a digits classifier"
+    ):
         DigitsClassifier.load(tmp_path / "other.npz")
 
 

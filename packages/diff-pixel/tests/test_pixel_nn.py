@@ -137,7 +137,9 @@ def test_wavelet_filters_and_reconstruction():
     lo_w = bands[0, 0, :, 0]  # LL of an image constant along H = row lowpass
     hi_w = bands[0, 0, :, 2]  # HL = row highpass
     n = np.arange(1, 7)
-    s_ref = (-sig[2 * n - 2] + 2 * sig[2 * n - 1] + 6 * sig[2 * n] + 2 * sig[2 * n + 1] - sig[2 * n + 2]) / 8
+    s_ref = (
+        -sig[2 * n - 2] + 2 * sig[2 * n - 1] + 6 * sig[2 * n] + 2 * sig[2 * n + 1] - sig[2 * n + 2]
+    ) / 8
     d_ref = sig[2 * n + 1] - 0.5 * (sig[2 * n] + sig[2 * n + 2])
     np.testing.assert_allclose(lo_w[1:7], s_ref, atol=1e-5)
     np.testing.assert_allclose(hi_w[1:7], d_ref, atol=1e-5)
@@ -205,5 +207,19 @@ def test_logsnr_embedding_is_bounded_time_of_cosine():
     feats = emb.features(lam)
     assert bool(jnp.all(jnp.isfinite(feats)))
     # u(0) = 1/2 (cosine midpoint), u(+inf) = 0, u(-inf) = 1: the first frequency is 1.
-    np.testing.assert_allclose(feats[:, 0], jnp.sin(1000.0 * jnp.array([1.0, 1.0, 0.5, 0.0, 0.0])), atol=2e-3)
+    np.testing.assert_allclose(
+        feats[:, 0], jnp.sin(1000.0 * jnp.array([1.0, 1.0, 0.5, 0.0, 0.0])), atol=2e-3
+    )
     assert bool(jnp.all(jnp.isfinite(emb(lam))))
+
+
+@pytest.mark.gpu
+def test_cudnn_and_xla_attention_agree_in_bf16():
+    """Device check G3: cuDNN and XLA attention agree to 2e-2 in bf16 (runs only on a GPU)."""
+    att = Attention(256, head_dim=64, impl="xla", dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    x = rnd(0, (4, 1024, 256), jnp.bfloat16)
+    pos = grid_positions(32, 32)
+    ref = att(x, rope=pos).astype(jnp.float32)
+    att.impl = "cudnn"
+    out = att(x, rope=pos).astype(jnp.float32)
+    assert float(jnp.max(jnp.abs(out - ref))) < 2e-2

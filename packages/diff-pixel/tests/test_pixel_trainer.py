@@ -59,7 +59,11 @@ def regression_loss(model, batch, key, aux):
     target = scale * (2.0 * x - 0.5) + 0.01 * noise
     err = (model(x) - target) ** 2
     loss = jnp.mean(err)
-    return loss, {"mse": loss, "per_label_sum": jnp.zeros(2).at[0].set(loss), "per_label_count": jnp.ones(2)}
+    return loss, {
+        "mse": loss,
+        "per_label_sum": jnp.zeros(2).at[0].set(loss),
+        "per_label_count": jnp.ones(2),
+    }
 
 
 def source(n=40):
@@ -80,10 +84,14 @@ def make(out_dir, steps=4, seed=0, width=4, **kw):
         out_dir=str(out_dir),
         progress=False,
     )
-    trainer_kw = {k: kw.pop(k) for k in list(kw) if k in ("aux", "sample_fn", "step_fn", "recipe", "resume")}
+    trainer_kw = {
+        k: kw.pop(k) for k in list(kw) if k in ("aux", "sample_fn", "step_fn", "recipe", "resume")
+    }
     cfg_kw.update(kw)
     model = Regressor(width, rngs=nnx.Rngs(seed))
-    return Trainer(model, regression_loss, TrainConfig(**cfg_kw), Loader(source(), 8, seed=0), **trainer_kw)
+    return Trainer(
+        model, regression_loss, TrainConfig(**cfg_kw), Loader(source(), 8, seed=0), **trainer_kw
+    )
 
 
 def params(tree):
@@ -99,7 +107,9 @@ def test_ema_and_adamw_follow_their_formulas(tmp_path):
     theta1 = params(nnx.state(trainer.model(), nnx.Param))
     ema1 = params(trainer.state.ema)
     for e, a, b in zip(ema1, theta0, theta1):
-        np.testing.assert_allclose(e, np.float32(0.1) * a + np.float32(0.9) * b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            e, np.float32(0.1) * a + np.float32(0.9) * b, rtol=1e-6, atol=1e-7
+        )
     # first AdamW update with bias correction is -lr_0 * sign-like g/(|g| + eps); lr_0 = lr/2
     step = np.array([np.abs(b - a).max() for a, b in zip(theta0, theta1)])
     assert np.all(step <= 0.5e-2 * (1 + 1e-5)) and step.max() > 0.4e-2
@@ -111,7 +121,9 @@ def test_ema_and_adamw_follow_their_formulas(tmp_path):
 def test_lr_schedule_warmup_and_cosine():
     cfg = TrainConfig(steps=110, batch_size=1, lr=1.0, warmup_steps=10)
     f = lr_schedule(cfg)
-    np.testing.assert_allclose([float(f(c)) for c in (0, 4, 9, 50)], [0.1, 0.5, 1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        [float(f(c)) for c in (0, 4, 9, 50)], [0.1, 0.5, 1.0, 1.0], rtol=1e-6
+    )
     g = lr_schedule(cfg.replace(lr_decay="cosine"))
     np.testing.assert_allclose(float(g(60)), 0.5 * (1 + np.cos(np.pi * 0.5)), atol=1e-6)
     np.testing.assert_allclose(float(g(110)), 0.0, atol=1e-7)
@@ -124,7 +136,9 @@ def test_nonfinite_raise_and_skip(tmp_path):
     bad["x"][3, 1, 2, 0] = np.nan
     trainer = make(tmp_path / "raise")
     trainer.step(batch)
-    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 2; last checkpoint: none"):
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite loss at step 2; last checkpoint: none"
+    ):
         trainer.step(bad)
     skipper = make(tmp_path / "skip", on_nonfinite="skip")
     skipper.step(batch)
@@ -157,14 +171,25 @@ def test_resume_continues_exactly_and_truncates_metrics(tmp_path):
     rb = read_metrics(tmp_path / "split" / "metrics.jsonl")
     strip = lambda r: {k: v for k, v in r.items() if k not in ("wall_s", "examples_per_s")}  # noqa: E731
     assert [strip(r) for r in ra] == [strip(r) for r in rb] and len(ra) == 6
-    assert set(ra[0]) >= {"step", "loss", "grad_norm", "lr", "ema_decay", "examples_per_s", "wall_s", "mse"}
+    assert set(ra[0]) >= {
+        "step",
+        "loss",
+        "grad_norm",
+        "lr",
+        "ema_decay",
+        "examples_per_s",
+        "wall_s",
+        "mse",
+    }
     assert (tmp_path / "split" / "loss.png").is_file()
     assert sorted(os.listdir(tmp_path / "split" / "checkpoints"))[:3] == ["2", "4", "6"]
 
 
 def test_other_configuration_is_a_clear_error(tmp_path):
     make(tmp_path / "run", steps=2).run()
-    with pytest.raises(ValueError, match=r"differing fields: model\.config\.width: checkpoint 4, now 6"):
+    with pytest.raises(
+        ValueError, match=r"differing fields: model\.config\.width: checkpoint 4, now 6"
+    ):
         make(tmp_path / "run", steps=4, width=6)
     with pytest.raises(ValueError, match=r"train\.lr: checkpoint 0\.01, now 0\.02"):
         make(tmp_path / "run", steps=4, lr=2e-2)
@@ -179,9 +204,15 @@ def test_other_configuration_is_a_clear_error(tmp_path):
 
 def test_batch_size_validation(tmp_path):
     model = Regressor(rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="Trainer: batch_size must equal the loader's global batch size 8"):
-        Trainer(model, regression_loss, TrainConfig(steps=1, batch_size=16, out_dir=str(tmp_path)),
-                Loader(source(), 8, seed=0))
+    with pytest.raises(
+        ValueError, match="Trainer: batch_size must equal the loader's global batch size 8"
+    ):
+        Trainer(
+            model,
+            regression_loss,
+            TrainConfig(steps=1, batch_size=16, out_dir=str(tmp_path)),
+            Loader(source(), 8, seed=0),
+        )
     with pytest.raises(TypeError, match="Trainer: config must be a TrainConfig"):
         Trainer(model, regression_loss, {"steps": 1}, Loader(source(), 8, seed=0))
     with pytest.raises(ValueError, match="TrainConfig: ema_decay must be in"):
@@ -229,5 +260,7 @@ def test_sample_grids_and_loss_curve(tmp_path):
     expected, labels = sample_fn(t.ema_model(), t.sample_key())
     from diff_pixel.images import make_grid
 
-    np.testing.assert_array_equal(img, make_grid(np.asarray(expected), labels=np.asarray(labels))[..., 0])
+    np.testing.assert_array_equal(
+        img, make_grid(np.asarray(expected), labels=np.asarray(labels))[..., 0]
+    )
     assert optax is not None

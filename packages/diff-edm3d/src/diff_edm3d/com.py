@@ -123,7 +123,8 @@ class ComFreeNoise:
     uses a ``torch.Generator`` on the state's device seeded with `derive_torch_seed(seed, i)`, so
     draws are pure in (seed, i) and order-independent. With ``per_molecule=True`` molecule b's draw
     depends only on (seed, molecule_offset + b, i), so sampling a molecule alone equals sampling it
-    inside any batch.
+    inside any batch; these per-molecule draws are made with CPU generators and moved to the
+    state's device in one transfer.
 
     Index convention (diff-protocol): draw 0 is the initial state z_T, step k receives draw k + 1,
     and EDM's final decode of an N-step grid uses draw N + 1.
@@ -194,10 +195,11 @@ class ComFreeNoise:
             self.shape = (int(self.n_atoms.sum()), 3 + self.n_features)
         self._sizes = [int(v) for v in self.n_atoms]
 
-    def _randn(self, shape: tuple[int, ...], *path: int) -> Tensor:
-        gen = torch.Generator(device=self.device)
+    def _randn(self, shape: tuple[int, ...], *path: int, device: Any = None) -> Tensor:
+        device = self.device if device is None else device
+        gen = torch.Generator(device=device)
         gen.manual_seed(derive_torch_seed(*path))
-        return torch.randn(shape, generator=gen, dtype=self.dtype, device=self.device)
+        return torch.randn(shape, generator=gen, dtype=self.dtype, device=device)
 
     def __call__(self, i: int) -> Tensor:
         i = int(i)
@@ -205,11 +207,13 @@ class ComFreeNoise:
             raise ValueError(f"ComFreeNoise: i must be >= 0, got {i}")
         d = 3 + self.n_features
         if self.per_molecule:
+            # one small draw per molecule, made on the CPU (one transfer instead of B kernel
+            # launches per step on a GPU; also makes these draws device-independent)
             parts = [
-                self._randn((m, d), self.seed, self.molecule_offset + b, i)
+                self._randn((m, d), self.seed, self.molecule_offset + b, i, device="cpu")
                 for b, m in enumerate(self._sizes)
             ]
-            packed = torch.cat(parts, 0)
+            packed = torch.cat(parts, 0).to(self.device)
         elif self.node_mask is None:
             packed = self._randn((int(sum(self._sizes)), d), self.seed, i)
         else:

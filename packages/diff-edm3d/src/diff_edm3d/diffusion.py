@@ -23,6 +23,7 @@ follows the code. Notation (per molecule with M atoms, d_x = 3(M - 1), F feature
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -47,6 +48,8 @@ from .schedule import EDMSchedule, alpha_from_gamma, sigma_from_gamma
 __all__ = ["EDM", "EDMConfig", "EDMDenoiser", "NLLTerms", "default_grid", "sample_with"]
 
 _LOG_2PI = math.log(2 * math.pi)
+# per-model default generators, kept outside the module so copies and state dicts ignore them
+_DEFAULT_GENERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,16 @@ class EDM(nn.Module):
         self._gamma_cache: dict[Any, Tensor] = {}
 
     # ------------------------------------------------------------------------------ helpers
+
+    def _default_generator(self, device: torch.device) -> torch.Generator:
+        """The model's own generator (seeded with 0 once per device, then advancing), used when a
+        caller passes none: deterministic, never the global RNG, and fresh draws per call."""
+        gens = _DEFAULT_GENERATORS.setdefault(self, {})
+        gen = gens.get(device)
+        if gen is None:
+            gen = torch.Generator(device=device).manual_seed(0)
+            gens[device] = gen
+        return gen
 
     def gamma(self, k: Tensor) -> Tensor:
         """gamma_k in float64 on k's device."""
@@ -422,7 +435,8 @@ class EDM(nn.Module):
 
         Args:
             batch: packed or padded batch of real molecules.
-            generator: torch.Generator for k and eps (default: a generator seeded with 0).
+            generator: torch.Generator for k and eps (default: the model's own generator, seeded
+                with 0 at first use and advancing with every call).
             t: optional injected times (floats on the grid k/T, or integer knots k), [B].
             eps: optional injected noise shaped like the state ([V, 3 + F] or [B, N, 3 + F]);
                 its x part is projected onto U.
@@ -433,7 +447,7 @@ class EDM(nn.Module):
         """
         state = self._prepare(batch, "loss")
         if generator is None and (t is None or eps is None):
-            generator = torch.Generator(device=state.xh.device).manual_seed(0)
+            generator = self._default_generator(state.xh.device)
         k = self._k_from(t, state, generator, 0, "loss")
         eps = (
             self._draw_eps(state, generator)
@@ -500,13 +514,13 @@ class EDM(nn.Module):
 
         Args:
             batch: packed or padded batch.
-            generator: for k ~ U{1..T}, eps_k and eps_0 (default: seeded with 0).
+            generator: for k ~ U{1..T}, eps_k and eps_0 (default: the model's own generator).
             t: optional injected times/knots [B] with k >= 1.
             eps: optional injected noise: a pair (eps_k, eps_0), or one tensor used for both.
         """
         state = self._prepare(batch, "nll")
         if generator is None and (t is None or eps is None):
-            generator = torch.Generator(device=state.xh.device).manual_seed(0)
+            generator = self._default_generator(state.xh.device)
         k = self._k_from(t, state, generator, 1, "nll")
         if eps is None:
             eps_t = self._draw_eps(state, generator)

@@ -535,6 +535,9 @@ class Trainer:
         rec.update(self.compute_gradients(molecules, step))
         rec.update(self.apply_gradients())
         rec["lr"] = self.optimizer.param_groups[0]["lr"]
+        resets = getattr(self.model.dynamics, "nan_resets", 0)
+        if resets:  # nan_policy="zero": the official silent resets, counted
+            rec["nan_resets"] = resets
         rec["seconds"] = time.perf_counter() - t0
         return rec
 

@@ -211,6 +211,9 @@ def save_loss_curve(
         draw.text((px - 12, height - mb + 8), f"{xv:.4g}", fill=(0, 0, 0), font=font)
     draw.text((ml, 8), title + (" (log scale)" if log_y else ""), fill=(0, 0, 0), font=font)
     draw.text((width - mr - 40, height - 14), "step", fill=(0, 0, 0), font=font)
+    if bins:
+        legend = f"black: {key}; thin: per-logsnr-bin {key} (blue = noisy ... red = clean)"
+        draw.text((ml + 200, 8), legend, fill=(80, 80, 80), font=font)
     for b in bins.values():
         nb = b.shape[1]
         for j in range(nb):

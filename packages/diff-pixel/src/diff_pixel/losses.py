@@ -7,8 +7,8 @@ Per example i (Kingma & Gao, arXiv 2303.00848; SiD2, arXiv 2410.19324):
              \mathrm{mean}_{pixels}(\epsilon_i - \hat\epsilon_i)^2,
     \qquad \hat\epsilon = \sigma z + \alpha \hat v,
 
-with :math:`t_i` stratified over the global batch, :math:`\lambda_i = \lambda(t_i)` from the recipe's
-diff-core schedule and :math:`w` its diff-core weighting; the loss value is computed by
+with :math:`t_i` stratified over the global batch, :math:`\lambda_i = \lambda(t_i)` from the
+recipe's diff-core schedule and :math:`w` its diff-core weighting; the loss value is computed by
 ``diff_core.losses.diffusion_loss``. Every random draw of example j (t, ε, label dropout) comes from
 ``example_keys(key, index)[j]``, so it depends only on (seed, j, step), never on the batch split,
 device count or sharding.
@@ -22,12 +22,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from diff_core import losses as core_losses
 from diff_core import timesampling
-from diff_protocol import to_x_eps
-
 from diff_pixel.models.cond import Cond
 from diff_pixel.recipes import Recipe
+from diff_protocol import to_x_eps
 
 __all__ = [
     "LOSS_BINS",
@@ -47,12 +47,15 @@ def example_keys(key: jax.Array, index: jax.Array) -> jax.Array:
     """Per-example keys ``vmap(fold_in)(key, index)``; ``index`` is the global example number."""
     index = jnp.asarray(index)
     if index.ndim != 1 or not jnp.issubdtype(index.dtype, jnp.integer):
-        raise ValueError(f"example_keys: index must be a 1-D integer array, got {index.dtype}{index.shape}")
+        raise ValueError(
+            f"example_keys: index must be a 1-D integer array, got {index.dtype}{index.shape}"
+        )
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, index.astype(jnp.uint32))
 
 
 def stratified_times(keys: jax.Array, slot: jax.Array | None = None) -> jax.Array:
-    """Stratified times :math:`t_i = (\\mathrm{slot}_i + u_i)/B` with :math:`u_i` from example i's key.
+    """Stratified times :math:`t_i = (\\mathrm{slot}_i + u_i)/B` with :math:`u_i` from example i's
+    key.
 
     ``slot`` is each example's position in the global batch (default ``arange(B)``; it must be a
     permutation of 0..B−1). The stratification is diff-core's ``stratified_times``.
@@ -69,11 +72,14 @@ def stratified_times(keys: jax.Array, slot: jax.Array | None = None) -> jax.Arra
 
 def noise_batch(keys: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
     """ε of shape ``(B, *shape[1:])`` with row i drawn from example i's key."""
-    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), tuple(shape[1:]), dtype))(keys)
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), tuple(shape[1:]), dtype))(
+        keys
+    )
 
 
 def drop_mask(keys: jax.Array, p_uncond: float) -> jax.Array:
-    """Label dropout for classifier-free guidance: ``drop_i ~ Bernoulli(p_uncond)`` per example key."""
+    """Label dropout for classifier-free guidance: ``drop_i ~ Bernoulli(p_uncond)`` per example
+    key."""
     return jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), p_uncond))(keys)
 
 
@@ -81,7 +87,10 @@ def _has_condition(model: Any) -> bool:
     cfg = getattr(model, "config", None)
     return bool(
         cfg is not None
-        and any(getattr(cfg, f, 0) for f in ("num_classes", "vector_dim", "token_dim", "spatial_channels"))
+        and any(
+            getattr(cfg, f, 0)
+            for f in ("num_classes", "vector_dim", "token_dim", "spatial_channels")
+        )
     )
 
 
@@ -120,7 +129,8 @@ def diffusion_loss(
       model: a backbone (or any model ``model(z, logsnr, cond, *, dropout_key)`` predicting v).
       batch: ``{"x": (B, H, W, C), "index": (B,) global example numbers, "slot": (B,) optional,
         "label": (B,) for class-conditional models}``, plus optional condition fields
-        (``vector``, ``tokens``, ``token_lengths``, ``spatial``) or a ready ``Cond`` under ``"cond"``.
+        (``vector``, ``tokens``, ``token_lengths``, ``spatial``) or a ready ``Cond`` under
+        ``"cond"``.
       key: the step key; example j uses ``example_keys(fold_in(key, 0), index)[j]`` and the model's
         dropout ``fold_in(key, 1)``.
       recipe: :class:`~diff_pixel.recipes.SiD2Recipe` or :class:`~diff_pixel.recipes.SiDRecipe`.
@@ -133,14 +143,18 @@ def diffusion_loss(
     """
     del aux
     if not isinstance(recipe, Recipe):
-        raise TypeError(f"diffusion_loss: recipe must be a SiD2Recipe or SiDRecipe, got {type(recipe).__name__}")
+        raise TypeError(
+            f"diffusion_loss: recipe must be a SiD2Recipe or SiDRecipe, got {type(recipe).__name__}"
+        )
     x = jnp.asarray(batch["x"], jnp.float32)
     if x.ndim != 4:
         raise ValueError(f"diffusion_loss: batch['x'] must have shape (B, H, W, C), got {x.shape}")
     b = x.shape[0]
     index = batch.get("index")
     if index is None:
-        raise ValueError("diffusion_loss: batch must contain 'index' (global example numbers), got none")
+        raise ValueError(
+            "diffusion_loss: batch must contain 'index' (global example numbers), got none"
+        )
     keys = example_keys(jax.random.fold_in(key, 0), index)
     schedule, weighting = recipe.schedule(), recipe.weighting()
 
@@ -189,7 +203,7 @@ def diffusion_loss(
     return loss, metrics
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def recipe_loss(recipe: Recipe) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
     """``loss_fn(model, batch, key, aux=None)`` = :func:`diffusion_loss` with ``recipe`` bound.
 
@@ -197,7 +211,9 @@ def recipe_loss(recipe: Recipe) -> Callable[..., tuple[jax.Array, dict[str, jax.
     compiled step.
     """
     if not isinstance(recipe, Recipe):
-        raise TypeError(f"recipe_loss: recipe must be a SiD2Recipe or SiDRecipe, got {type(recipe).__name__}")
+        raise TypeError(
+            f"recipe_loss: recipe must be a SiD2Recipe or SiDRecipe, got {type(recipe).__name__}"
+        )
 
     def loss_fn(
         model: Any, batch: Mapping[str, jax.Array], key: jax.Array, aux: Any = None

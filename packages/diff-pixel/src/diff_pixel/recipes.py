@@ -3,10 +3,11 @@
 The schedules and weightings come from diff-core; a recipe only chooses them and their parameters.
 
 SiD2 (Hoogeboom et al., arXiv 2410.19324): interpolated shifted cosine schedule
-:math:`\\lambda(t) = \\lambda_{cos}(t) + 2t \\ln(32/d)` (the cosine truncated to ±15 before shifting;
-the noisy end is shifted as for a 32×32 image, the clean end not at all), sigmoid weighting
-:math:`w(\\lambda) = \\mathrm{sigmoid}(b - \\lambda)` (Kingma & Gao, arXiv 2303.00848) with a
-resolution-dependent bias b, v-prediction, label dropout for classifier-free guidance.
+:math:`\\lambda(t) = \\lambda_{cos}(t) + 2t \\ln(32/d)` (the cosine truncated to ±15
+before shifting; the noisy end is shifted as for a 32×32 image, the clean end not at all),
+sigmoid weighting :math:`w(\\lambda) = \\mathrm{sigmoid}(b - \\lambda)` (Kingma & Gao,
+arXiv 2303.00848) with a resolution-dependent bias b, v-prediction, label dropout for
+classifier-free guidance.
 
 SiD (Hoogeboom, Heek, Salimans, arXiv 2301.11093): shifted cosine
 :math:`\\lambda_{cos}(t) + 2\\ln(64/d)` and the implied weighting of the plain ε-MSE, v-prediction.
@@ -28,7 +29,15 @@ from typing import Any, ClassVar, Literal
 from diff_core import schedules as core_schedules
 from diff_core import weighting as core_weighting
 
-__all__ = ["RUN_PRESETS", "Recipe", "RunPreset", "SiD2Recipe", "SiDRecipe", "recipe_from_dict", "sid2_bias"]
+__all__ = [
+    "RUN_PRESETS",
+    "Recipe",
+    "RunPreset",
+    "SiD2Recipe",
+    "SiDRecipe",
+    "recipe_from_dict",
+    "sid2_bias",
+]
 
 _EDM2_S_INTERVAL = (-2.13, 2.55)
 
@@ -149,7 +158,9 @@ class Recipe:
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - names)
         if unknown:
-            raise ValueError(f"{type(self).__name__}.replace: fields must be recipe fields, got {unknown}")
+            raise ValueError(
+                f"{type(self).__name__}.replace: fields must be recipe fields, got {unknown}"
+            )
         return dataclasses.replace(self, **changes)
 
 
@@ -232,7 +243,9 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise TypeError(f"recipe_from_dict: keys must be {cls.__name__} fields, got unknown {unknown}")
+        raise TypeError(
+            f"recipe_from_dict: keys must be {cls.__name__} fields, got unknown {unknown}"
+        )
     return cls(**{k: _dec(v) for k, v in d.items()})
 
 
@@ -249,11 +262,14 @@ class RunPreset:
     def recipe(self, kind: Literal["sid2", "sid"] = "sid2") -> Recipe:
         """The recipe of ``kind`` for this preset's resolution with its overrides."""
         if kind not in _RECIPES:
-            raise ValueError(f"RunPreset.recipe: kind must be one of {sorted(_RECIPES)}, got {kind!r}")
+            raise ValueError(
+                f"RunPreset.recipe: kind must be one of {sorted(_RECIPES)}, got {kind!r}"
+            )
         return _RECIPES[kind].for_resolution(self.image_size, **dict(self.overrides))
 
 
-#: CPU run presets (spec §6.1): ``digits`` trains ``tiny-16`` class-conditionally on digits.
+#: CPU run presets (spec §6.1): ``digits`` trains ``tiny-16`` class-conditionally on digits;
+#: ``photos`` trains the unconditional ``tiny-rgb-32`` on 32×32 photo crops (our default).
 RUN_PRESETS: dict[str, RunPreset] = {
     "digits": RunPreset(
         model="tiny-16",
@@ -269,6 +285,23 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ("guidance", 1.0),
             ("grid_guidance", 2.0),
             ("grid_interval", (-3.0, 5.0)),
+        ),
+    ),
+    "photos": RunPreset(
+        model="tiny-rgb-32",
+        data="photos",
+        image_size=32,
+        steps=2000,
+        overrides=(
+            ("batch_size", 64),
+            ("lr", 1e-3),
+            ("warmup_steps", 100),
+            ("ema_decay", 0.999),
+            ("p_uncond", 0.0),
+            ("sampler_steps", 64),
+            ("guidance", 1.0),
+            ("grid_guidance", 1.0),
+            ("grid_interval", (-math.inf, math.inf)),
         ),
     ),
 }

@@ -23,19 +23,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from diff_core import grids, guidance as core_guidance, samplers
-from diff_protocol import to_x_eps
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from diff_core import grids, samplers
+from diff_core import guidance as core_guidance
 from diff_pixel.models.cond import Cond
+from diff_protocol import to_x_eps
 
 __all__ = ["sample", "sample_noise", "sample_to_npz"]
 
 _PREDICTIONS = ("eps", "v", "x")
 
 
-def sample_noise(key: jax.Array, first_index: int | jax.Array, batch: int, shape: tuple[int, ...], i: Any) -> jax.Array:
+def sample_noise(
+    key: jax.Array, first_index: int | jax.Array, batch: int, shape: tuple[int, ...], i: Any
+) -> jax.Array:
     """Draw ``i`` of the per-example noise: row j is
     ``normal(fold_in(fold_in(key, first_index + j), i), shape)``."""
     idx = jnp.asarray(first_index, jnp.uint32) + jnp.arange(batch, dtype=jnp.uint32)
@@ -73,11 +76,12 @@ def _sampler_fn(
     steps: int,
     sampler: str,
     gamma: float,
-    guided: bool,
+    guided: str,
     clip_x: bool,
-    has_cond: bool,
     mesh: Mesh | None,
 ) -> Callable[..., jax.Array]:
+    """The jitted sampler; ``guided`` is "none", "cfg" (2B-batch CFG where inside) or "null"
+    (w = 0: the null condition alone where inside, which is exactly CFG with w = 0)."""
     step_fn = samplers.ddpm(gamma) if sampler == "ddpm" else samplers.ddim(0.0)
     batch = shape[0]
     sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
@@ -102,7 +106,7 @@ def _sampler_fn(
             def cond_only(z):
                 return call(z, lam, cond)
 
-            if guided:
+            if guided == "cfg":
 
                 def both(z):
                     out = call(
@@ -113,6 +117,8 @@ def _sampler_fn(
                     return core_guidance.cfg_combine(out[:batch], out[batch:], scale)
 
                 out = jax.lax.cond(inside[k], both, cond_only, z)
+            elif guided == "null":
+                out = jax.lax.cond(inside[k], lambda z: call(z, lam, null_cond), cond_only, z)
             else:
                 out = cond_only(z)
             x_hat = to_x_eps(out.astype(jnp.float32), z, lam, prediction)[0]
@@ -132,7 +138,6 @@ def _sampler_fn(
         (z, _), _ = jax.lax.scan(body, carry, jnp.arange(steps - 1))
         return x_hat_at(z, steps - 1)
 
-    del has_cond
     return jax.jit(run)
 
 
@@ -162,7 +167,9 @@ def sample(
        (key, first_index + j), never on the batch split.
     3. At step k, if ``guidance != 1`` and λ_k lies in ``interval`` (diff-core's rule lo ≤ λ < hi),
        conditional and null-conditioned inputs run as one 2B batch and are combined with diff-core's
-       CFG rule (w = 1 is no guidance, w = 0 unconditional); otherwise only the conditional call.
+       CFG rule; otherwise only the conditional call. w = 1 is no guidance; w = 0 evaluates only
+       the null condition there (the CFG combination with w = 0 is exactly the unconditional
+       output), so w = 0 on the whole grid is the unconditional sampler, bitwise.
     4. x̂ from the output with the VP helpers, clipped to [−1, 1] if ``clip_x``; the diff-core step
        (ancestral DDPM with variance interpolation ``gamma``, or DDIM η = 0) gives z at t_{k+1};
        the last step returns x̂.
@@ -185,18 +192,28 @@ def sample(
     Returns:
       x of ``shape``, or ``(x, stats)`` with ``return_stats``.
     """
-    if not (isinstance(shape, tuple) and len(shape) >= 2 and all(isinstance(s, int) and s > 0 for s in shape)):
+    if not (
+        isinstance(shape, tuple)
+        and len(shape) >= 2
+        and all(isinstance(s, int) and s > 0 for s in shape)
+    ):
         raise ValueError(f"sample: shape must be a tuple (B, ...) of positive ints, got {shape!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"sample: steps must be a positive int, got {steps!r}")
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"sample: sampler must be 'ddpm' or 'ddim', got {sampler!r}")
-    if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not math.isfinite(guidance):
+    if (
+        not isinstance(guidance, (int, float))
+        or isinstance(guidance, bool)
+        or not math.isfinite(guidance)
+    ):
         raise ValueError(f"sample: guidance must be a finite number, got {guidance!r}")
     try:
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
-        raise ValueError(f"sample: interval must be a pair (logsnr_lo, logsnr_hi), got {interval!r}") from None
+        raise ValueError(
+            f"sample: interval must be a pair (logsnr_lo, logsnr_hi), got {interval!r}"
+        ) from None
     if not lo < hi:
         raise ValueError(f"sample: interval must satisfy lo < hi, got {interval!r}")
     if not isinstance(first_index, (int, np.integer)) or first_index < 0:
@@ -207,7 +224,9 @@ def sample(
     guided = guidance != 1.0
     inside_np = np.asarray(core_guidance.in_interval(np.asarray(grid.logsnr[:steps]), (lo, hi)))
     if guided and cond is None:
-        raise ValueError("sample: cond must be given when guidance != 1 (there is nothing to guide), got None")
+        raise ValueError(
+            "sample: cond must be given when guidance != 1 (there is nothing to guide), got None"
+        )
     if guided:
         if isinstance(cond, Cond):
             b = shape[0]
@@ -226,24 +245,55 @@ def sample(
             )
     else:
         null_cond = None
+    mode = "none"
+    if guided:
+        mode = "null" if guidance == 0.0 else "cfg"
+        if mode == "null" and bool(inside_np.all()):
+            # w = 0 everywhere: the unconditional sampler itself (one evaluation per step).
+            cond, null_cond, mode = null_cond, None, "none"
     if mesh is not None:
         if "data" not in mesh.axis_names:
             raise ValueError(f"sample: mesh must have a 'data' axis, got axes {mesh.axis_names}")
         if shape[0] % mesh.shape["data"]:
             raise ValueError(
-                f"sample: shape[0] must be divisible by the mesh's data axis ({mesh.shape['data']}), got {shape[0]}"
+                f"sample: shape[0] must be divisible by the mesh's data axis "
+                f"({mesh.shape['data']}), got {shape[0]}"
             )
+    if mesh is not None:
+        # Parameters and scalars replicated, conditions split over the data axis.
+        rep = NamedSharding(mesh, PartitionSpec())
+        split = NamedSharding(mesh, PartitionSpec("data"))
+        state = None if state is None else jax.device_put(state, rep)
+        key = jax.device_put(key, rep)
+        cond = None if cond is None else jax.device_put(cond, split)
+        null_cond = None if null_cond is None else jax.device_put(null_cond, split)
     fn = _sampler_fn(
-        static, is_nnx, prediction, tuple(shape), steps, sampler, float(gamma), guided,
-        bool(clip_x), cond is not None, mesh,
+        static,
+        is_nnx,
+        prediction,
+        tuple(shape),
+        steps,
+        sampler,
+        float(gamma),
+        mode,
+        bool(clip_x),
+        mesh,
     )
     x = fn(
-        state, key, jnp.asarray(first_index, jnp.uint32), logsnr, jnp.asarray(inside_np),
-        jnp.float32(guidance), cond, null_cond,
+        state,
+        key,
+        jnp.asarray(first_index, jnp.uint32),
+        logsnr,
+        jnp.asarray(inside_np),
+        jnp.float32(guidance),
+        cond,
+        null_cond,
     )
     if not return_stats:
         return x
-    evaluations = steps + (core_guidance.uncond_evaluations(grid, "denoise", (lo, hi)) if guided else 0)
+    evaluations = steps
+    if mode == "cfg":
+        evaluations += core_guidance.uncond_evaluations(grid, "denoise", (lo, hi))
     return x, {"evaluations": int(evaluations)}
 
 

@@ -79,7 +79,9 @@ def random_cond(
         fields["label"] = jnp.asarray(rng.integers(0, config.num_classes, batch), jnp.int32)
     if config.vector_dim:
         lead = (batch, frames) if per_frame_vector and frames else (batch,)
-        fields["vector"] = jnp.asarray(rng.standard_normal(lead + (config.vector_dim,)), jnp.float32)
+        fields["vector"] = jnp.asarray(
+            rng.standard_normal(lead + (config.vector_dim,)), jnp.float32
+        )
     if config.token_dim:
         fields["tokens"] = jnp.asarray(
             rng.standard_normal((batch, tokens, config.token_dim)), jnp.float32
@@ -103,7 +105,9 @@ def random_inputs(
         lead: tuple[int, ...] = (batch, frames)
     else:
         frames, lead = None, (batch,)
-    z = jnp.asarray(rng.standard_normal(lead + (config.height, config.width, config.in_channels)), jnp.float32)
+    z = jnp.asarray(
+        rng.standard_normal(lead + (config.height, config.width, config.in_channels)), jnp.float32
+    )
     lam = jnp.asarray(rng.uniform(-10.0, 10.0, batch), jnp.float32)
     return z, lam, random_cond(config, batch, seed + 1, frames=frames)
 
@@ -133,7 +137,9 @@ def jit_forward(model: nnx.Module) -> Callable[..., jax.Array]:
 def _config(model: nnx.Module, fn: str) -> UViTConfig:
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, UViTConfig):
-        raise TypeError(f"{fn}: model must have a UViTConfig `config` attribute, got {type(cfg).__name__}")
+        raise TypeError(
+            f"{fn}: model must have a UViTConfig `config` attribute, got {type(cfg).__name__}"
+        )
     return cfg
 
 
@@ -222,7 +228,11 @@ def assert_example_independent(
     tokens, spatial; default all given) changes only that example's output: the others stay within
     ``atol`` (no coupling across the batch, e.g. through batch statistics), and the changed example
     moves by more than ``min_change``. Returns the largest change seen in the other examples."""
-    fields = tuple(fields) if fields is not None else ("z", "logsnr", "label", "vector", "tokens", "spatial")
+    fields = (
+        tuple(fields)
+        if fields is not None
+        else ("z", "logsnr", "label", "vector", "tokens", "spatial")
+    )
     fwd = jit_forward(model)
     num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
     base = np.asarray(fwd(z, logsnr, cond))
@@ -233,12 +243,14 @@ def assert_example_independent(
     own = float(np.abs(new[index] - base[index]).max())
     if other_max > atol:
         raise AssertionError(
-            f"assert_example_independent: changing example {index} ({', '.join(fields)}) moved other "
+            f"assert_example_independent: changing example {index} ({', '.join(fields)}) moved "
+            f"other "
             f"examples by {other_max:.3e} > atol {atol:.1e}"
         )
     if own <= min_change:
         raise AssertionError(
-            f"assert_example_independent: changing example {index} ({', '.join(fields)}) moved its own "
+            f"assert_example_independent: changing example {index} ({', '.join(fields)}) moved "
+            f"its own "
             f"output by only {own:.3e} <= {min_change:.1e}: the inputs are ignored"
         )
     return other_max
@@ -255,7 +267,9 @@ def assert_drop_ignores_condition(
     """Assert that with ``drop=True`` the output is bitwise independent of the contents of every
     condition (label, vector, tokens, token_lengths, spatial)."""
     if not isinstance(cond, Cond):
-        raise TypeError(f"assert_drop_ignores_condition: cond must be a Cond, got {type(cond).__name__}")
+        raise TypeError(
+            f"assert_drop_ignores_condition: cond must be a Cond, got {type(cond).__name__}"
+        )
     b = cond.batch_size()
     dropped = cond.replace(drop=jnp.ones((b,), bool))
     rng = np.random.default_rng(seed)
@@ -278,7 +292,8 @@ def assert_drop_ignores_condition(
     if not np.array_equal(a, other):
         raise AssertionError(
             "assert_drop_ignores_condition: with drop=True the output depends on the condition "
-            f"contents (max |diff| = {float(np.abs(a - other).max()):.3e}, fields {sorted(changes)})"
+            f"contents (max |diff| = {float(np.abs(a - other).max()):.3e}, fields "
+            f"{sorted(changes)})"
         )
 
 
@@ -312,11 +327,14 @@ def assert_resume_bitwise(make_trainer: Callable[[str, int], Any], steps: int) -
         bad = _leaves_equal(full, resumed)
         if bad:
             raise AssertionError(
-                f"assert_resume_bitwise: {len(bad)} state leaves differ after resuming, e.g. {bad[:5]}"
+                f"assert_resume_bitwise: {len(bad)} state leaves differ after resuming, e.g. "
+                f"{bad[:5]}"
             )
 
 
-def run_sharded_equality(script: str, devices: int = 8, *, timeout: float = 600.0) -> dict[str, Any]:
+def run_sharded_equality(
+    script: str, devices: int = 8, *, timeout: float = 600.0
+) -> dict[str, Any]:
     """Run ``script`` (Python source, or the path of a .py file) in a subprocess with ``devices``
     forced XLA CPU devices and return the JSON object it prints on its last stdout line.
 
@@ -331,7 +349,9 @@ def run_sharded_equality(script: str, devices: int = 8, *, timeout: float = 600.
     else:
         source = script
     env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f]
+    flags = [
+        f for f in env.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f
+    ]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
@@ -339,7 +359,8 @@ def run_sharded_equality(script: str, devices: int = 8, *, timeout: float = 600.
     )
     if proc.returncode != 0:
         raise AssertionError(
-            f"run_sharded_equality: script exited {proc.returncode}; stderr tail:\n{proc.stderr[-4000:]}"
+            f"run_sharded_equality: script exited {proc.returncode}; stderr "
+            f"tail:\n{proc.stderr[-4000:]}"
         )
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     if not lines:

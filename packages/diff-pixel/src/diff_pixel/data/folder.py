@@ -67,8 +67,14 @@ class RandomCropSource:
     needs_rng = True
 
     def __init__(
-        self, images: list[np.ndarray], labels: np.ndarray, num_classes: int, size: tuple[int, int]
+        self,
+        images: list[np.ndarray],
+        labels: np.ndarray,
+        num_classes: int,
+        size: tuple[int, int],
+        name: str = "folder",
     ) -> None:
+        self.name = name
         self.images = images
         self.labels = labels.astype(np.int32)
         self.num_classes = num_classes
@@ -78,6 +84,9 @@ class RandomCropSource:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def __repr__(self) -> str:
+        return f"RandomCropSource({self.name}, n={len(self)}, size={self.size})"
 
     def take(
         self, records: np.ndarray, rngs: list[np.random.Generator] | None
@@ -186,6 +195,6 @@ def image_folder(
     label_arr = np.asarray(ids, dtype=np.int32)
     if mode == "random_crop":
         images = [_decode(p, size, "random_crop", channels) for p in files]
-        return RandomCropSource(images, label_arr, num_classes, size)
+        return RandomCropSource(images, label_arr, num_classes, size, name=f"folder:{root}")
     stack = np.stack([_decode(p, size, mode, channels) for p in files])
     return ArraySource(stack, label_arr, num_classes=num_classes, name=f"folder:{root}")

@@ -271,6 +271,6 @@ class Loader:
 
     def __repr__(self) -> str:
         return (
-            f"Loader({type(self.source).__name__}, batch_size={self.batch_size}, seed={self.seed}, "
+            f"Loader({self.source!r}, batch_size={self.batch_size}, seed={self.seed}, "
             f"position={self.position}, process={self.process_index}/{self.process_count})"
         )

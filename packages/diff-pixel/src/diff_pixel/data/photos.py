@@ -85,6 +85,7 @@ class PhotoCrops:
         self.flip = flip
         self.channels = channels
         self.num_classes = len(self.names)
+        self.name = f"photos-{crop}"
         self.image_shape = (crop, crop, channels)
         self.images = [_load_photo(name, short_side, crop, channels) for name in self.names]
 

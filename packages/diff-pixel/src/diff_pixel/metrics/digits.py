@@ -149,7 +149,9 @@ def evaluate_digits_model(
 
     _check_classifier("evaluate_digits_model", classifier)
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"evaluate_digits_model: per_class must be a positive int, got {per_class!r}")
+        raise ValueError(
+            f"evaluate_digits_model: per_class must be a positive int, got {per_class!r}"
+        )
     config = getattr(model, "config", None)
     size = int(getattr(config, "height", classifier.meta.get("image_size", 16)))
     labels = np.repeat(np.arange(10, dtype=np.int32), per_class)

@@ -65,7 +65,9 @@ class Backbone(nnx.Module):
         else:
             self.vector_proj, self.vector_null = None, None
         self.frame_emb = (
-            nnx.Embed(cfg.max_frames, e, rngs=rngs) if cfg.frame_axis and cfg.frame_positions else None
+            nnx.Embed(cfg.max_frames, e, rngs=rngs)
+            if cfg.frame_axis and cfg.frame_positions
+            else None
         )
         levels = cfg.attention_levels() if cfg.token_dim else ()
         self.token_levels = tuple(levels)
@@ -126,7 +128,8 @@ class Backbone(nnx.Module):
         raise NotImplementedError
 
     def dropout_sites(self) -> list[tuple[int, float]]:
-        """(site number, rate) of every dropout site, in traversal order; active sites have rate > 0."""
+        """(site number, rate) of every dropout site, in traversal order; active sites have rate >
+        0."""
         out = []
         for b in self.blocks():
             out.extend((b.site + j, b.rate) for j in range(b.num_dropout_sites))
@@ -171,14 +174,18 @@ class Backbone(nnx.Module):
         if cond is None:
             cond = Cond()
         if not isinstance(cond, Cond):
-            raise TypeError(f"{name}: cond must be a diff_pixel.Cond or None, got {type(cond).__name__}")
+            raise TypeError(
+                f"{name}: cond must be a diff_pixel.Cond or None, got {type(cond).__name__}"
+            )
         self._check_fields(cond, b)
 
         drop = None
         if cond.drop is not None:
             drop = jnp.asarray(cond.drop)
             if drop.shape != (b,) or drop.dtype != jnp.bool_:
-                raise self._fail("cond.drop", f"a bool array of shape ({b},)", f"{drop.dtype}{tuple(drop.shape)}")
+                raise self._fail(
+                    "cond.drop", f"a bool array of shape ({b},)", f"{drop.dtype}{tuple(drop.shape)}"
+                )
 
         emb = self.logsnr_emb(lam)  # (B, E) or (B, F, E)
         lead = (b,) if f is None else (b, f)
@@ -255,7 +262,9 @@ class Backbone(nnx.Module):
                 needed_here = cfg.token_dim > 0
                 if v is not None and not needed_here:
                     raise self._fail(
-                        f"cond.{field}", f"None: the model was built with {built[field]}=0", "an array"
+                        f"cond.{field}",
+                        f"None: the model was built with {built[field]}=0",
+                        "an array",
                     )
                 continue
             if v is not None and not needed:
@@ -271,7 +280,9 @@ class Backbone(nnx.Module):
         if cfg.num_classes:
             label = cond.label
             if not hasattr(label, "shape") or tuple(label.shape) != (b,):
-                raise self._fail("cond.label", f"an int array of shape ({b},)", getattr(label, "shape", label))
+                raise self._fail(
+                    "cond.label", f"an int array of shape ({b},)", getattr(label, "shape", label)
+                )
             if not jnp.issubdtype(jnp.asarray(label).dtype, jnp.integer):
                 raise TypeError(
                     f"{type(self).__name__}: cond.label must be an integer array, got dtype "
@@ -301,7 +312,9 @@ class Backbone(nnx.Module):
         if cfg.token_dim:
             t = cond.tokens
             if t.ndim != 3 or t.shape[0] != b or t.shape[2] != cfg.token_dim:
-                raise self._fail("cond.tokens", f"of shape ({b}, K, {cfg.token_dim})", tuple(t.shape))
+                raise self._fail(
+                    "cond.tokens", f"of shape ({b}, K, {cfg.token_dim})", tuple(t.shape)
+                )
             if cond.token_lengths is not None:
                 tl = cond.token_lengths
                 if tuple(tl.shape) != (b,):
@@ -310,7 +323,9 @@ class Backbone(nnx.Module):
                     arr = np.asarray(tl)
                     if arr.min() < 0 or arr.max() > t.shape[1]:
                         raise self._fail(
-                            "cond.token_lengths", f"in [0, K={t.shape[1]}]", f"[{arr.min()}, {arr.max()}]"
+                            "cond.token_lengths",
+                            f"in [0, K={t.shape[1]}]",
+                            f"[{arr.min()}, {arr.max()}]",
                         )
         if cfg.spatial_channels:
             s = cond.spatial

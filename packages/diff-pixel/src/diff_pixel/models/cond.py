@@ -17,7 +17,8 @@ _FIELDS = ("label", "vector", "tokens", "token_lengths", "spatial", "drop")
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Cond:
-    """Conditions passed to a backbone; all optional, batch-first, a pytree (so it passes ``jax.jit``).
+    """Conditions passed to a backbone; all optional, batch-first, a pytree (so it passes
+    ``jax.jit``).
 
     Attributes:
       label: (B,) int32 in [0, num_classes]; ``num_classes`` is the null label (classifier-free
@@ -42,9 +43,7 @@ class Cond:
         """A copy with the given fields changed (``dataclasses.replace``)."""
         unknown = set(changes) - set(_FIELDS)
         if unknown:
-            raise ValueError(
-                f"Cond.replace: fields must be among {_FIELDS}, got {sorted(unknown)}"
-            )
+            raise ValueError(f"Cond.replace: fields must be among {_FIELDS}, got {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
 
     def dropped(self) -> Cond:

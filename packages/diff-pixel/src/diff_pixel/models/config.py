@@ -129,7 +129,14 @@ class UViTConfig:
             isinstance(size, tuple) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)
         ):
             raise _err("image_size", "a positive int or (H, W)", size)
-        for name in ("in_channels", "patch_size", "mid_blocks", "head_dim", "mlp_ratio", "max_frames"):
+        for name in (
+            "in_channels",
+            "patch_size",
+            "mid_blocks",
+            "head_dim",
+            "mlp_ratio",
+            "max_frames",
+        ):
             v = getattr(self, name)
             if not _is_int(v) or v <= 0:
                 raise _err(name, "a positive int", v)
@@ -137,7 +144,9 @@ class UViTConfig:
             v = getattr(self, name)
             if not _is_int(v) or v < 0:
                 raise _err(name, "a non-negative int", v)
-        if self.out_channels is not None and (not _is_int(self.out_channels) or self.out_channels <= 0):
+        if self.out_channels is not None and (
+            not _is_int(self.out_channels) or self.out_channels <= 0
+        ):
             raise _err("out_channels", "None or a positive int", self.out_channels)
         if self.emb_dim is not None and (not _is_int(self.emb_dim) or self.emb_dim <= 0):
             raise _err("emb_dim", "None or a positive int", self.emb_dim)
@@ -207,7 +216,9 @@ class UViTConfig:
         names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise TypeError(f"UViTConfig.from_dict: keys must be config fields, got unknown {unknown}")
+            raise TypeError(
+                f"UViTConfig.from_dict: keys must be config fields, got unknown {unknown}"
+            )
         return cls(**d)
 
     def to_json(self) -> str:

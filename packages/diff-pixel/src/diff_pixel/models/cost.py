@@ -68,7 +68,8 @@ def count_macs(
         raise TypeError(f"count_macs: config must be a UViTConfig, got {type(config).__name__}")
     if batch < 1 or frames < 1 or tokens < 0:
         raise ValueError(
-            f"count_macs: batch and frames must be >= 1 and tokens >= 0, got {batch}, {frames}, {tokens}"
+            f"count_macs: batch and frames must be >= 1 and tokens >= 0, got {batch}, {frames}, "
+            f"{tokens}"
         )
     cfg = config
     out: dict[str, float] = {"conv": 0.0, "dense": 0.0, "attention": 0.0}
@@ -100,7 +101,9 @@ def count_macs(
 def _abstract(x: Any) -> Any:
     if x is None:
         return None
-    return jax.ShapeDtypeStruct(jnp.shape(x), jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype)
+    return jax.ShapeDtypeStruct(
+        jnp.shape(x), jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
+    )
 
 
 def xla_macs(

@@ -34,10 +34,14 @@ def as_denoiser(model: nnx.Module) -> NNXDenoiser:
     """Wrap ``model(z, logsnr, cond, *, dropout_key)`` as a protocol denoiser (``prediction`` from
     the model, ``"v"`` for every backbone preset)."""
     if not isinstance(model, nnx.Module) or not callable(model):
-        raise TypeError(f"as_denoiser: model must be a callable nnx.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"as_denoiser: model must be a callable nnx.Module, got {type(model).__name__}"
+        )
     pred = getattr(model, "prediction", "v")
     if pred not in _PREDICTIONS:
-        raise ValueError(f"as_denoiser: model.prediction must be one of {_PREDICTIONS}, got {pred!r}")
+        raise ValueError(
+            f"as_denoiser: model.prediction must be one of {_PREDICTIONS}, got {pred!r}"
+        )
     return NNXDenoiser(model)
 
 

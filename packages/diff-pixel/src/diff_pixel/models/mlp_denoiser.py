@@ -15,11 +15,12 @@ __all__ = ["MLPDenoiser"]
 class MLPDenoiser(nnx.Module):
     r"""MLP on :math:`[z, \phi(\lambda)]` with SiLU activations and a zero-initialised output.
 
-    :math:`\phi(\lambda) = [\sin(\omega_k \lambda), \cos(\omega_k \lambda)]` with ``logsnr_features/2``
-    frequencies :math:`\omega_k` log-spaced in [0.05, 4]; λ is clipped to [−50, 50] so the features are
-    finite at the infinite ends of an untruncated schedule. ``depth`` hidden layers of ``width``.
-    Same call as the image backbones: ``model(z, logsnr, cond=None, *, dropout_key=None)``, z of shape
-    (B, *event) with prod(event) = ``dim``; the output has z's shape and the named ``prediction``.
+    :math:`\phi(\lambda) = [\sin(\omega_k \lambda), \cos(\omega_k \lambda)]` with
+    ``logsnr_features/2`` frequencies :math:`\omega_k` log-spaced in [0.05, 4]; λ is clipped to
+    [−50, 50] so the features are finite at the infinite ends of an untruncated schedule.
+    ``depth`` hidden layers of ``width``. Same call as the image backbones:
+    ``model(z, logsnr, cond=None, *, dropout_key=None)``, z of shape (B, *event) with
+    prod(event) = ``dim``; the output has z's shape and the named ``prediction``.
     Used by diff-distill and diff-consistency for their toy problems.
     """
 
@@ -46,11 +47,23 @@ class MLPDenoiser(nnx.Module):
             )
         self.dim, self.prediction = dim, prediction
         self.logsnr_features = logsnr_features
+        self.width, self.depth = width, depth
         sizes = [dim + logsnr_features] + [width] * depth
         self.hidden = nnx.List(
             [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         )
         self.out = nnx.Linear(width, dim, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (stored in checkpoints; ``MLPDenoiser(**config, rngs=...)``)."""
+        return {
+            "dim": self.dim,
+            "width": self.width,
+            "depth": self.depth,
+            "logsnr_features": self.logsnr_features,
+            "prediction": self.prediction,
+        }
 
     def __call__(
         self,
@@ -67,7 +80,8 @@ class MLPDenoiser(nnx.Module):
         b = z.shape[0] if z.ndim else 0
         if z.ndim < 1 or int(np.prod(z.shape[1:])) != self.dim:
             raise ValueError(
-                f"MLPDenoiser: z must have shape (B, *event) with prod(event) = {self.dim}, got {z.shape}"
+                f"MLPDenoiser: z must have shape (B, *event) with prod(event) = {self.dim}, got "
+                f"{z.shape}"
             )
         lam = jnp.clip(jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (b,)), -50.0, 50.0)
         freqs = np.geomspace(0.05, 4.0, self.logsnr_features // 2).astype(np.float32)

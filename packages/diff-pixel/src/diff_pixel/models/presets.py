@@ -6,7 +6,8 @@ transformer level, 16 middle blocks, MLP ratio 4) is derived so that it reproduc
 cost figures, 137.44 GMAC at 128/1, 256/2, 512/4 and 652.84 GMAC at 256/1, 512/2
 (arXiv 2410.19324 quotes 137 and 653 "GFLOPs", which are MACs); the paper's named sizes and
 parameter counts are not confirmed and not claimed. The SiD 2B preset's trunk (36 blocks of width
-2048 at 16×16, head_dim 128) and its ResBlock counts are our default (549.2 GMAC vs the paper's 555).
+2048 at 16×16, head_dim 128) and its ResBlock counts are our default (549.2 GMAC vs the paper's
+555).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def build_model(
 
 
 def abstract_model(name: str | UViTConfig, **overrides: Any) -> ResidualUViT | UViT:
-    """The model with ``jax.ShapeDtypeStruct`` parameters (``nnx.eval_shape``): no memory, no init."""
+    """The model with ``jax.ShapeDtypeStruct`` parameters (``nnx.eval_shape``): no memory, no
+    init."""
     cfg = preset_config(name, **overrides)
     return nnx.eval_shape(lambda: build_model(cfg))

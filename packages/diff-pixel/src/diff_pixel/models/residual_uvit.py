@@ -33,28 +33,41 @@ class ResidualUViT(Backbone):
     Example:
       >>> from flax import nnx
       >>> from diff_pixel.models import ResidualUViT, UViTConfig
-      >>> cfg = UViTConfig(16, 1, channels=(16, 32, 64, 128), blocks=(1, 1, 1), mid_blocks=2,
-      ...                  head_dim=16, num_classes=10)
+      >>> cfg = UViTConfig(
+      ...     16,
+      ...     1,
+      ...     channels=(16, 32, 64, 128),
+      ...     blocks=(1, 1, 1),
+      ...     mid_blocks=2,
+      ...     head_dim=16,
+      ...     num_classes=10,
+      ... )
       >>> model = ResidualUViT(cfg, nnx.Rngs(0))
     """
 
     def __init__(self, config: UViTConfig, rngs: nnx.Rngs) -> None:
         super().__init__(config, rngs)
         if config.arch != "residual_uvit":
-            raise ValueError(f"ResidualUViT: config.arch must be 'residual_uvit', got {config.arch!r}")
+            raise ValueError(
+                f"ResidualUViT: config.arch must be 'residual_uvit', got {config.arch!r}"
+            )
         cfg, kw = config, dict(dtype=self.dtype, rngs=rngs)
         down, downsample = [], []
         for lv in range(cfg.num_levels):
             c = cfg.channels[lv]
             level = [
-                self._transformer(lv, rngs) if cfg.block_types[lv] == "attn" else self._resblock(lv, c, rngs)
+                self._transformer(lv, rngs)
+                if cfg.block_types[lv] == "attn"
+                else self._resblock(lv, c, rngs)
                 for _ in range(cfg.blocks[lv])
             ]
             down.append(nnx.List(level))
             downsample.append(Downsample(c, cfg.channels[lv + 1], **kw))
         self.down = nnx.List(down)
         self.downsample = nnx.List(downsample)
-        self.mid = nnx.List([self._transformer(cfg.num_levels, rngs) for _ in range(cfg.mid_blocks)])
+        self.mid = nnx.List(
+            [self._transformer(cfg.num_levels, rngs) for _ in range(cfg.mid_blocks)]
+        )
         up, upsample = [], []
         for lv in reversed(range(cfg.num_levels)):
             c = cfg.channels[lv]

@@ -38,7 +38,9 @@ class UViT(Backbone):
             downsample.append(Downsample(c, cfg.channels[lv + 1], **kw))
         self.down = nnx.List(down)
         self.downsample = nnx.List(downsample)
-        self.mid = nnx.List([self._transformer(cfg.num_levels, rngs) for _ in range(cfg.mid_blocks)])
+        self.mid = nnx.List(
+            [self._transformer(cfg.num_levels, rngs) for _ in range(cfg.mid_blocks)]
+        )
         up, upsample = [], []
         for lv in reversed(range(cfg.num_levels)):
             c = cfg.channels[lv]
@@ -75,6 +77,8 @@ class UViT(Backbone):
         for i, lv in enumerate(reversed(range(cfg.num_levels))):
             h = self.upsample[i](h)
             for block in self.up[i]:
-                h = self._run(block, jnp.concatenate([h, skips.pop()], axis=-1), p, None, dropout_key)
+                h = self._run(
+                    block, jnp.concatenate([h, skips.pop()], axis=-1), p, None, dropout_key
+                )
             feats[f"up_{lv}"] = h
         return h, len(skips)

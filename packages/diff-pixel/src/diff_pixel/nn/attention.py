@@ -29,7 +29,8 @@ _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("attention_
 
 @contextlib.contextmanager
 def force_attention_impl(impl: Literal["xla", "cudnn"]) -> Iterator[None]:
-    """Within the context, every :class:`Attention` traced uses ``impl`` (e.g. XLA for cost analysis)."""
+    """Within the context, every :class:`Attention` traced uses ``impl`` (e.g. XLA for cost
+    analysis)."""
     if impl not in ("xla", "cudnn"):
         raise ValueError(f"force_attention_impl: impl must be 'xla' or 'cudnn', got {impl!r}")
     token = _FORCED.set(impl)
@@ -42,8 +43,9 @@ def force_attention_impl(impl: Literal["xla", "cudnn"]) -> Iterator[None]:
 def resolve_attention_impl(impl: str, dtype: jnp.dtype, head_dim: int) -> str:
     """Pick the attention implementation.
 
-    ``"auto"`` is ``"cudnn"`` when the default backend is GPU, ``dtype`` is bf16/fp16 and ``head_dim``
-    is at most 128 and a multiple of 8; otherwise ``"xla"``. ``"cudnn"`` off GPU is an error.
+    ``"auto"`` is ``"cudnn"`` when the default backend is GPU, ``dtype`` is bf16/fp16 and
+    ``head_dim`` is at most 128 and a multiple of 8; otherwise ``"xla"``. ``"cudnn"`` off GPU is
+    an error.
     """
     forced = _FORCED.get()
     if forced is not None:
@@ -165,7 +167,11 @@ class CrossAttention(nnx.Module):
         """x: (B, T, C); context: (B, K, D); context_lengths: (B,) int (default K)."""
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"CrossAttention: x must have shape (B, T, {self.dim}), got {x.shape}")
-        if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[2] != self.context_dim:
+        if (
+            context.ndim != 3
+            or context.shape[0] != x.shape[0]
+            or context.shape[2] != self.context_dim
+        ):
             raise ValueError(
                 f"CrossAttention: context must have shape ({x.shape[0]}, K, {self.context_dim}), "
                 f"got {context.shape}"

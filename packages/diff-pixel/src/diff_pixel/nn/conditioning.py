@@ -33,7 +33,8 @@ def broadcast_modulation(m: jax.Array, x: jax.Array) -> jax.Array:
 
 
 class AdaLN(nnx.Module):
-    """Zero-initialised Linear(E → chunks·C) on SiLU(emb), split into ``chunks`` vectors of size C."""
+    """Zero-initialised Linear(E → chunks·C) on SiLU(emb), split into ``chunks`` vectors of
+    size C."""
 
     def __init__(
         self,
@@ -71,7 +72,8 @@ class LogSNREmbedding(nnx.Module):
     :math:`u = (2/\pi)\arctan(e^{-\lambda/2}) \in (0, 1)` is the time of :math:`\lambda` on the
     untruncated cosine schedule (bounded for every :math:`\lambda`, including ±inf); features are
     :math:`[\sin(1000 u \omega_k), \cos(1000 u \omega_k)]` with
-    :math:`\omega_k = 10000^{-k/(F/2)}`, k < F/2, followed by Linear → SiLU → Linear. Always float32.
+    :math:`\omega_k = 10000^{-k/(F/2)}`, k < F/2, followed by Linear → SiLU → Linear. Always
+    float32.
     """
 
     def __init__(
@@ -88,8 +90,12 @@ class LogSNREmbedding(nnx.Module):
                 f"got {emb_dim}, {freq_dim}"
             )
         self.freq_dim = freq_dim
-        self.fc1 = nnx.Linear(freq_dim, emb_dim, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(emb_dim, emb_dim, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(
+            freq_dim, emb_dim, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
+        )
+        self.fc2 = nnx.Linear(
+            emb_dim, emb_dim, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
+        )
 
     def features(self, logsnr: jax.Array) -> jax.Array:
         """Sinusoidal features (..., freq_dim) of the cosine time of ``logsnr``."""

@@ -9,7 +9,8 @@ __all__ = ["dropout"]
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    r"""Inverted dropout: :math:`y = m \odot x / (1 - p)`, :math:`m_i \sim \mathrm{Bernoulli}(1 - p)`.
+    r"""Inverted dropout: :math:`y = m \odot x / (1 - p)` with
+    :math:`m_i \sim \mathrm{Bernoulli}(1 - p)`.
 
     The identity when ``key is None`` (evaluation) or ``rate == 0``, so a forward pass without a
     dropout key is a pure deterministic function of its inputs.

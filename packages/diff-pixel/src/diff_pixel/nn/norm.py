@@ -9,7 +9,8 @@ __all__ = ["layer_norm"]
 
 
 def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-    r"""LayerNorm without affine parameters over the last axis: :math:`(x - \mu)/\sqrt{\sigma^2 + \epsilon}`.
+    r"""LayerNorm without affine parameters over the last axis: :math:`(x - \mu)/\sqrt{\sigma^2 +
+    \epsilon}`.
 
     Statistics are computed in float32; the result has the dtype of ``x``.
     """

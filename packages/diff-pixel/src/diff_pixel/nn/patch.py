@@ -50,7 +50,9 @@ class PatchEmbed(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim != 4 or x.shape[-1] != self.in_ch:
-            raise ValueError(f"PatchEmbed: x must have shape (N, H, W, {self.in_ch}), got {x.shape}")
+            raise ValueError(
+                f"PatchEmbed: x must have shape (N, H, W, {self.in_ch}), got {x.shape}"
+            )
         if x.shape[1] % self.patch or x.shape[2] % self.patch:
             raise ValueError(
                 f"PatchEmbed: image size must be divisible by patch={self.patch}, "
@@ -60,7 +62,8 @@ class PatchEmbed(nnx.Module):
 
 
 class PatchUnembed(nnx.Module):
-    """GN → SiLU → zero-initialised Linear(C → out·p²) → depth-to-space: (N, h, w, C) → (N, hp, wp, out)."""
+    """GN → SiLU → zero-initialised Linear(C → out·p²) → depth-to-space: (N, h, w, C) → (N, hp,
+    wp, out)."""
 
     def __init__(
         self,
@@ -78,7 +81,11 @@ class PatchUnembed(nnx.Module):
             )
         self.dim, self.out_ch, self.patch = dim, out_ch, patch
         self.norm = nnx.GroupNorm(
-            dim, num_groups=group_count(dim), epsilon=1e-6, dtype=dtype, param_dtype=param_dtype,
+            dim,
+            num_groups=group_count(dim),
+            epsilon=1e-6,
+            dtype=dtype,
+            param_dtype=param_dtype,
             rngs=rngs,
         )
         self.proj = nnx.Linear(
@@ -92,5 +99,7 @@ class PatchUnembed(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"PatchUnembed: x must have shape (N, h, w, {self.dim}), got {x.shape}")
+            raise ValueError(
+                f"PatchUnembed: x must have shape (N, h, w, {self.dim}), got {x.shape}"
+            )
         return depth_to_space(self.proj(jax.nn.silu(self.norm(x))), self.patch)

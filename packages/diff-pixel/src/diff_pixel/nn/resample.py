@@ -15,7 +15,8 @@ __all__ = ["Downsample", "Upsample"]
 
 
 class Downsample(nnx.Module):
-    """2×2 average pool, then Linear(c_in → c_out) with bias: (N, H, W, c_in) → (N, H/2, W/2, c_out)."""
+    """2×2 average pool, then Linear(c_in → c_out) with bias: (N, H, W, c_in) → (N, H/2, W/2,
+    c_out)."""
 
     def __init__(
         self,

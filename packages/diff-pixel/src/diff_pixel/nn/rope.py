@@ -1,10 +1,10 @@
 r"""Rotary position embedding (RoPE) with axial 1-D / 2-D / 3-D positions.
 
-Su et al., *RoFormer*, arXiv 2104.09864. Pair :math:`i` of a head vector is rotated by the angle
-:math:`\theta_i = p_{a(i)} \, \omega_i`, where :math:`a(i)` is the position axis the pair is assigned
-to and :math:`\omega_i = \text{base}^{-k/n_a}` for the k-th of the :math:`n_a` pairs of axis a. The
-dot product of a rotated query at position p and a rotated key at position p' depends on p − p'
-only, so shifting every position by a constant leaves attention unchanged.
+Su et al., *RoFormer*, arXiv 2104.09864. Pair :math:`i` of a head vector is rotated by the
+angle :math:`\theta_i = p_{a(i)} \, \omega_i`, where :math:`a(i)` is the position axis the pair
+is assigned to and :math:`\omega_i = \text{base}^{-k/n_a}` for the k-th of the :math:`n_a` pairs
+of axis a. The dot product of a rotated query at position p and a rotated key at position p'
+depends on p − p' only, so shifting every position by a constant leaves attention unchanged.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def rope_pairs(head_dim: int, num_axes: int) -> tuple[int, ...]:
 
 
 def grid_positions(height: int, width: int, frames: int | None = None) -> np.ndarray:
-    """Positions of a row-major token grid: (h·w, 2) as (row, col), or (F·h·w, 3) as (frame, row, col)."""
+    """Positions of a row-major token grid: (h·w, 2) as (row, col), or (F·h·w, 3) as (frame, row,
+    col)."""
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     pos = np.stack([rows.ravel(), cols.ravel()], axis=-1).astype(np.float32)
     if frames is None:

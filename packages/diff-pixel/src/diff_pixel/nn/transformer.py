@@ -32,7 +32,8 @@ class TransformerBlock(nnx.Module):
         x &\leftarrow x + g_1 \cdot \mathrm{Attn}(\mathrm{LN}(x)(1 + s_1) + b_1) \\
         x &\leftarrow x + g_t \cdot \mathrm{Attn}_{\text{frames}}(\mathrm{LN}(x)(1 + s_t) + b_t)
             \quad\text{(factorized frame attention only)} \\
-        x &\leftarrow x + \mathrm{CrossAttn}(\mathrm{LN}(x), \text{context}) \quad\text{(if context\_dim)} \\
+        x &\leftarrow x + \mathrm{CrossAttn}(\mathrm{LN}(x), \text{context})
+            \quad\text{(if context\_dim)} \\
         x &\leftarrow x + g_2 \cdot \mathrm{MLP}(\mathrm{LN}(x)(1 + s_2) + b_2)
 
     with (b, s, g) from a zero-initialised :class:`AdaLN`, so the block is the identity at
@@ -144,7 +145,11 @@ class TransformerBlock(nnx.Module):
         if frames and self.temporal is not None:
             h = modulate(layer_norm(x), bm(mods[6]), bm(mods[7]))
             seq = jnp.moveaxis(h, 1, 3).reshape(b * gh * gw, f, c)
-            pos = np.arange(f, dtype=np.float32)[:, None] if self.use_rope and self.frame_positions else None
+            pos = (
+                np.arange(f, dtype=np.float32)[:, None]
+                if self.use_rope and self.frame_positions
+                else None
+            )
             a = self.temporal(
                 seq, rope=pos, dropout_key=_site_key(dropout_key, self.site + 2), rate=self.rate
             )

@@ -1,7 +1,8 @@
 r"""LeGall 5/3 discrete wavelet transform by lifting (the reversible JPEG 2000 filter bank).
 
 SiD (arXiv 2301.11093) downsamples immediately at the input; besides patching, a wavelet stem is
-offered. Per axis, with even samples :math:`e` and odd samples :math:`o` and symmetric (whole-sample)
+offered. Per axis, with even samples :math:`e` and odd samples :math:`o` and symmetric
+(whole-sample)
 extension at both ends:
 
 .. math::
@@ -59,7 +60,9 @@ def _check(fn: str, x: jax.Array, levels: int, channel_factor: int) -> None:
             f"dwt53: H and W must be divisible by 2**levels = {2**levels}, got {h}x{w}"
         )
     if c % channel_factor:
-        raise ValueError(f"{fn}: channels must be divisible by 4**levels = {channel_factor}, got {c}")
+        raise ValueError(
+            f"{fn}: channels must be divisible by 4**levels = {channel_factor}, got {c}"
+        )
 
 
 def dwt53(x: jax.Array, levels: int) -> jax.Array:

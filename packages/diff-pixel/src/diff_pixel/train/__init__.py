@@ -25,6 +25,7 @@ from diff_pixel.train.trainer import (
     default_optimizer,
     describe_model,
     lr_schedule,
+    model_from_description,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "init_train_state",
     "lr_schedule",
     "make_train_step",
+    "model_from_description",
     "mesh_size",
     "package_versions",
     "read_metrics",

@@ -118,6 +118,33 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"TrainConfig: {name} must be a bool, got {getattr(self, name)!r}")
 
+    @classmethod
+    def from_recipe(cls, recipe: Any, *, steps: int, **overrides: Any) -> TrainConfig:
+        """Take the optimiser, EMA and batch fields a recipe defines (same names), then overrides.
+
+        Reads ``batch_size, lr, warmup_steps, b1, b2, eps, weight_decay, grad_clip, ema_decay,
+        ema_warmup`` from ``recipe`` where present (duck-typed: any object with those attributes),
+        so the recipe stays the single source of these defaults.
+        """
+        names = (
+            "batch_size",
+            "lr",
+            "warmup_steps",
+            "b1",
+            "b2",
+            "eps",
+            "weight_decay",
+            "grad_clip",
+            "ema_decay",
+            "ema_warmup",
+        )
+        fields = {n: getattr(recipe, n) for n in names if hasattr(recipe, n)}
+        fields.update(overrides)
+        fields["steps"] = steps
+        if "batch_size" not in fields:
+            raise ValueError("TrainConfig.from_recipe: recipe must define batch_size, got none")
+        return cls(**fields)
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (validated)."""
         return dataclasses.replace(self, **changes)

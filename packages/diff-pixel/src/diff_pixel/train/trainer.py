@@ -32,7 +32,14 @@ from diff_pixel.train.sharding import data_mesh, mesh_size, replicate, shard_bat
 from diff_pixel.train.state import TrainState, ema_model, init_train_state, train_model
 from diff_pixel.train.step import LossFn, StepFn, make_train_step
 
-__all__ = ["SampleFn", "Trainer", "default_optimizer", "describe_model", "lr_schedule"]
+__all__ = [
+    "SampleFn",
+    "Trainer",
+    "default_optimizer",
+    "describe_model",
+    "lr_schedule",
+    "model_from_description",
+]
 
 SampleFn = Callable[[nnx.Module, jax.Array], Any]
 
@@ -111,6 +118,27 @@ def describe_model(model: nnx.Module, model_config: Any = None) -> dict[str, Any
         else:
             cfg = {}
     return {"type": type(model).__name__, "config": cfg}
+
+
+def model_from_description(description: Mapping[str, Any]) -> nnx.Module:
+    """Rebuild a diff-pixel model from the ``{"type", "config"}`` stored in checkpoints.
+
+    Handles ``ResidualUViT``/``UViT`` (``UViTConfig.from_dict``) and ``MLPDenoiser`` (its
+    constructor arguments); other models need ``Trainer.restore(..., model_fn=...)``. Weights
+    are initialised with a fixed seed and then overwritten by the restore.
+    """
+    from diff_pixel import models
+
+    kind = description.get("type") if isinstance(description, Mapping) else None
+    cfg = dict(description.get("config") or {}) if isinstance(description, Mapping) else {}
+    if kind in ("ResidualUViT", "UViT"):
+        return models.build_model(models.UViTConfig.from_dict(cfg))
+    if kind == "MLPDenoiser" and cfg:
+        return models.MLPDenoiser(**cfg, rngs=nnx.Rngs(0))
+    raise ValueError(
+        "Trainer.restore: model_fn must be given for a checkpoint of model type "
+        f"{kind!r} (diff-pixel rebuilds ResidualUViT, UViT and MLPDenoiser only), got none"
+    )
 
 
 def _jsonable_tree(d: Any) -> Any:
@@ -229,7 +257,10 @@ class Trainer:
             "recipe": _jsonable_tree(_as_dict(recipe, "recipe")),
             "train": _jsonable_tree(config.to_dict()),
             "versions": package_versions(),
-            "data": {"loader": repr(data)},
+            "data": {
+                "source": str(getattr(getattr(data, "source", None), "name", type(data).__name__)),
+                "loader": repr(data),
+            },
         }
         self.checkpoints = RunCheckpoints(self.out_dir, keep=config.keep_checkpoints)
         self.metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.is_main)
@@ -423,15 +454,13 @@ class Trainer:
           out_dir: the run directory.
           step: checkpoint step (default: the latest).
           model_fn: builds the model from the stored ``config["model"]`` description
-            (``{"type", "config"}``); default: diff-pixel's own models
-            (:func:`diff_pixel.models.model_from_description`).
+            (``{"type", "config"}``); default :func:`model_from_description` (diff-pixel's own
+            backbones and ``MLPDenoiser``).
           tx: the optimiser the run used, if not the default of its train config.
         """
         checkpoints = RunCheckpoints(out_dir, read_only=True)
         step, _, saved = checkpoints.read_json(step)
-        if model_fn is None:
-            from diff_pixel.models import model_from_description as model_fn  # type: ignore
-        model = model_fn(saved["model"])
+        model = (model_from_description if model_fn is None else model_fn)(saved["model"])
         train_cfg = TrainConfig.from_dict(saved["train"])
         tx = default_optimizer(train_cfg) if tx is None else tx
         graphdef, like = init_train_state(model, tx, train_cfg.seed)
