@@ -70,11 +70,15 @@ def test_bad_padded_batches():
     padded = collate(_molecules(), layout="padded", dtype=torch.float64)
     mask = padded.node_mask.clone()
     mask[2, 1, 0] = 0.5
-    with pytest.raises(ValueError, match=r"node_mask must be 0 or 1, got 0.5 in molecule 2, atom 1"):
+    with pytest.raises(
+        ValueError, match=r"node_mask must be 0 or 1, got 0.5 in molecule 2, atom 1"
+    ):
         to_packed(padded.with_(node_mask=mask))
     x = padded.x.clone()
     x[1, 3, 0] = 1.0  # molecule 1 has one atom: row 3 is padding
-    with pytest.raises(ValueError, match=r"padded rows of x must be exactly zero.*molecule 1, atom 3"):
+    with pytest.raises(
+        ValueError, match=r"padded rows of x must be exactly zero.*molecule 1, atom 3"
+    ):
         to_packed(padded.with_(x=x))
     gap = padded.node_mask.clone()
     gap[0, 0, 0] = 0

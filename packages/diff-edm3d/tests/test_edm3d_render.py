@@ -44,3 +44,14 @@ def test_training_curves(tmp_path):
     p = plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
     with Image.open(p) as im:
         assert im.size == (1300, 360)
+
+
+def test_stability_agreement_float32_float64():
+    from diff_edm3d.testing import stability_agreement
+
+    ms = read_qm9pack(nrows=300)
+    agree = stability_agreement(stability(ms, precision="float32"), stability(ms))
+    assert agree["identical"] and agree["molecule_agreement"] == 1.0
+    moved = ms._replace(positions=ms.positions * 1.2)  # stretched bonds break stability
+    other = stability_agreement(stability(ms), stability(moved))
+    assert not other["identical"] and other["stable_molecules"][1] < other["stable_molecules"][0]

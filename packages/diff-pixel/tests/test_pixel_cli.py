@@ -36,6 +36,8 @@ def test_unknown_preset_exits_2_naming_the_argument(capsys):
     assert code == 2 and "--run" in err and "not a run directory" in err
     code, _, err = run_cli(capsys, "train", "--data", "mnist")
     assert code == 2 and "--data" in err
+    code, _, err = run_cli(capsys, "bench", "gpu", "--preset", "tiny-16")
+    assert code == 2 and err.startswith("diff-pixel: error: --preset:")
     with pytest.raises(SystemExit) as exc:  # argparse's own errors also exit 2
         main(["train", "--precision", "float8"])
     assert exc.value.code == 2

@@ -1,12 +1,19 @@
 """Cost model and presets (spec checks 1 and 2): analytic MACs in exact arithmetic, XLA's count
 from lowering only, parameter counts, patch-size invariance."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import pytest
 from flax import nnx
 
 from diff_pixel.models import PRESETS, Cond, abstract_model, build_model, count_macs, xla_macs
+
+
+@functools.cache
+def _abstract(name):
+    return abstract_model(name)
 
 
 def _params(model):
@@ -37,7 +44,7 @@ def test_analytic_macs_exact():
     ("name", "target"), [("sid2-256-p2", 137.4), ("sid2-256-p1", 652.8), ("sid-2b-256-p2", 555.0)]
 )
 def test_xla_macs_within_two_percent(name, target):
-    model = abstract_model(name)
+    model = _abstract(name)
     cfg = model.config
     gmac = (
         xla_macs(model, (1, cfg.height, cfg.width, 3), Cond(label=jnp.zeros((1,), jnp.int32))) / 1e9
@@ -63,12 +70,12 @@ def test_lowered_and_compiled_costs_agree_on_tiny():
 
 def test_parameter_counts_and_patch_invariance():
     counts = {
-        n: _params(abstract_model(n))
+        n: _params(_abstract(n))
         for n in ("sid2-128-p1", "sid2-256-p1", "sid2-256-p2", "sid2-512-p4")
     }
     assert abs(counts["sid2-128-p1"] / 293.8e6 - 1) < 0.01, counts
     base = counts["sid2-256-p1"]
     for n in ("sid2-256-p2", "sid2-512-p4"):
         assert 0 < abs(counts[n] - base) / base < 1e-4
-    assert abs(_params(abstract_model("sid-2b-256-p2")) / 2.08e9 - 1) < 0.01
-    assert _params(abstract_model("tiny-16")) == 746_993  # 0.747 M with 10 classes
+    assert abs(_params(_abstract("sid-2b-256-p2")) / 2.08e9 - 1) < 0.01
+    assert _params(_abstract("tiny-16")) == 746_993  # 0.747 M with 10 classes

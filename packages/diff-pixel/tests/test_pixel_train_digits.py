@@ -111,8 +111,9 @@ def test_bfloat16_compute_keeps_float32_state(tmp_path):
     x = jnp.zeros((2, 16, 16, 1))
     from diff_pixel.models import Cond
 
-    out = model(x, jnp.zeros(2), Cond(label=jnp.array([1, 2])))
-    assert out.dtype == jnp.float32
+    # abstract evaluation (no compilation): the bf16 model's output is float32
+    out = jax.eval_shape(lambda: model(x, jnp.zeros(2), Cond(label=jnp.array([1, 2]))))
+    assert out.dtype == jnp.float32 and model.config.compute_dtype == "bfloat16"
     l32 = read_metrics(tmp_path / "f32" / "metrics.jsonl")[-1]["loss"]
     l16 = read_metrics(tmp_path / "bf16" / "metrics.jsonl")[-1]["loss"]
     assert abs(l16 - l32) <= 0.1 * l32, (l16, l32)

@@ -185,6 +185,12 @@ def test_resume_continues_exactly_and_truncates_metrics(tmp_path):
     assert sorted(os.listdir(tmp_path / "split" / "checkpoints"))[:3] == ["2", "4", "6"]
 
 
+def test_exported_resume_check_passes():
+    from diff_pixel.testing import assert_resume_bitwise
+
+    assert_resume_bitwise(lambda out_dir, steps: make(out_dir, steps=steps), 4)
+
+
 def test_other_configuration_is_a_clear_error(tmp_path):
     make(tmp_path / "run", steps=2).run()
     with pytest.raises(

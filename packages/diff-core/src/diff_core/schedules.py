@@ -455,8 +455,9 @@ class InterpolatedCosineSchedule(_Schedule):
     ``resolution_lo`` and ``B`` for reference ``resolution_hi`` (default: ``resolution``, i.e.
     unshifted), both with the same ``clip`` convention: the noisy end behaves like the low
     reference. ``dλ/dt = t A' + (1 − t) B' + A − B``. ``resolution_lo`` may exceed the high
-    reference (SiD2's recipe below 32 px) as long as λ stays strictly decreasing. The inverse is found by bisection (64 steps
-    in float64, 32 in float32) followed by one Newton step, which also makes it differentiable.
+    reference (SiD2's recipe below 32 px) as long as λ stays strictly decreasing. The inverse is
+    found by bisection (64 steps in float64, 32 in float32) followed by one Newton step, which also
+    makes it differentiable.
     """
 
     name: ClassVar[str] = "interpolated_cosine"

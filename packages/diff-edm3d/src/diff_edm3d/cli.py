@@ -60,13 +60,14 @@ def _write_json(path: Path, obj: Any, overwrite: bool) -> Path:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .data.qm9 import load_qm9, qm9_check_numbers, qm9_train_smiles, split_check_numbers
+    from .data.qm9 import prepare_qm9
 
-    ms = load_qm9(remove_h=args.remove_h, cache_dir=args.cache_dir, progress=True)
-    report = {"data": qm9_check_numbers(ms), "splits": split_check_numbers(ms.ids)}
-    if args.train_smiles:
-        smiles = qm9_train_smiles(remove_h=args.remove_h, cache_dir=args.cache_dir)
-        report["train_smiles"] = int(len(smiles))
+    report = prepare_qm9(
+        cache_dir=args.cache_dir,
+        remove_h=args.remove_h,
+        train_smiles=args.train_smiles,
+        progress=True,
+    )
     _print_json(report)
     return 0
 
@@ -446,8 +447,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg)
     result = trainer.fit()
     print(f"trained {result['step']} steps; last loss {result.get('loss', float('nan')):.4f}")
-    print(f"[2/4] sampling {args.n} molecules with all {trainer.model.T} steps (EMA weights)")
-    edm = load_checkpoint(cfg.out)
+    # an EMA with decay beta averages over ~1/(1 - beta) steps and starts at the initial weights;
+    # after a short run it is still mostly the untrained network, so sample the raw weights then
+    warm = result["step"] >= 2.0 / (1.0 - cfg.ema_decay)
+    weights = "ema" if warm else "model"
+    note = (
+        "EMA weights"
+        if warm
+        else (
+            f"raw weights: {result['step']} steps are too few for the EMA (decay {cfg.ema_decay}) "
+            f"to forget its initialisation"
+        )
+    )
+    print(f"[2/4] sampling {args.n} molecules with all {trainer.model.T} steps ({note})")
+    edm = load_checkpoint(cfg.out, weights=weights)
     t0 = time.perf_counter()
     samples = edm.generate(args.n, seed=args.seed, progress=True)
     seconds = time.perf_counter() - t0
@@ -457,7 +470,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out,
         overwrite=args.overwrite,
         train_smiles=_train_smiles_if_cached(edm, args.cache_dir),
-        extra={"seconds": seconds, "train_steps": result["step"]},
+        extra={"seconds": seconds, "train_steps": result["step"], "weights": weights},
     )
     try:
         from .render import plot_training_curves

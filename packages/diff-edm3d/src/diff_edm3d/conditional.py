@@ -257,7 +257,7 @@ def train_property_classifier(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         sched.step()
         pred = predict_property(clf, valid_set, prop, normaliser, device=device)
         mae = mae_in_units(prop, pred, valid_set.properties[prop])

@@ -77,7 +77,7 @@ def wrap_ddp(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
         return model
     device = torch.device(device)
     ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

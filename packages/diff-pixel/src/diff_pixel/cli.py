@@ -485,13 +485,20 @@ def _benchmark_script(name: str) -> Path:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.target == "gpu" and (args.preset or args.batch_size):
+        arg = "--preset" if args.preset else "--batch-size"
+        raise CLIError(
+            arg,
+            "the GPU script measures the spec's presets and batches; pass its own options "
+            "after `--` (e.g. -- --only train --head-dim 64)",
+        )
     script = _benchmark_script("cpu_train_step.py" if args.target == "cpu" else "gpu_train_mfu.py")
     cmd = [sys.executable, str(script)]
     if args.preset:
         cmd += ["--presets", args.preset]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
-    return subprocess.call(cmd)
+    return subprocess.call(cmd + list(args.script_args))
 
 
 def demo(out: str = "demo", *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
@@ -636,7 +643,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("target", choices=("cpu", "gpu"))
     b.add_argument("--preset", default=None)
     b.add_argument("--batch-size", type=int, default=None)
-    b.set_defaults(func=_cmd_bench)
+    b.set_defaults(func=_cmd_bench)  # options after `--` go to the script (see main)
 
     d = sub.add_parser("demo", help="train tiny-16 on digits; write a grid, a loss curve, metrics")
     d.add_argument("--out", default="demo")
@@ -657,7 +664,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diff-pixel`` console script; returns the exit code."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:  # `diff-pixel bench cpu -- --steps 5`: the rest belongs to the script
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"options after `--` are only for `bench`, got {' '.join(extra)}")
+    args.script_args = extra
     try:
         return int(args.func(args) or 0)
     except CLIError as err:

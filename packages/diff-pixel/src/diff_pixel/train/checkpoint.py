@@ -17,6 +17,7 @@ checkpoint written on 8 devices restores on 1 (and vice versa).
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -31,6 +32,16 @@ from diff_pixel.train.config import RESUMABLE_FIELDS
 from diff_pixel.train.state import TrainState
 
 __all__ = ["RunCheckpoints", "config_differences", "package_versions"]
+
+
+class _QuietReadOnly(logging.Filter):
+    """Drop Orbax's warning that a directory opened for restoring only is read-only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Given directory is read only" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnly())
 
 _PACKAGES = ("diff-pixel", "diff-core", "diff-protocol", "jax", "flax", "optax", "orbax-checkpoint")
 
@@ -126,6 +137,7 @@ class RunCheckpoints:
             enable_async_checkpointing=False,
             read_only=read_only,
             create=not read_only,
+            save_interval_steps=0 if read_only else 1,
         )
         handlers = {
             "state": ocp.StandardCheckpointHandler(),

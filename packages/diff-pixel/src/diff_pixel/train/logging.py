@@ -25,6 +25,14 @@ __all__ = ["MetricsAccumulator", "MetricsLog", "atomic_write_bytes", "read_metri
 _SKIP = frozenset({"finite"})
 
 
+def _file_mode() -> int:
+    # the permissions open() would give a new file (0o666 minus the process umask); mkstemp's
+    # temporary files are 0o600, which would otherwise survive the rename
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
@@ -35,6 +43,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
