@@ -5,6 +5,7 @@ Public so that sibling packages (diff-core, ...) use one definition instead of c
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import array_api_compat
@@ -14,13 +15,112 @@ Array = Any
 _LOW_PRECISION = ("bfloat16", "float16")
 
 
+class ScalarMath:
+    """The few array-API functions the VP maths needs, on Python floats (IEEE double).
+
+    :func:`namespace` returns it when every argument is a builtin number, so ``alpha_sigma(0.3)``
+    or a sampler step given host logsnr floats computes its coefficients on the host in float64
+    and multiplies the state by plain Python scalars (one array operation per coefficient instead
+    of a dozen tiny ones). Overflow gives ``inf`` and ``log(0)`` gives ``-inf``, as in numpy.
+    """
+
+    float64 = float
+    float32 = float
+    bool = bool
+
+    @staticmethod
+    def exp(x: float) -> float:
+        try:
+            return math.exp(x)
+        except OverflowError:
+            return math.inf
+
+    @staticmethod
+    def expm1(x: float) -> float:
+        try:
+            return math.expm1(x)
+        except OverflowError:
+            return math.inf
+
+    @staticmethod
+    def log(x: float) -> float:
+        if x == 0.0:
+            return -math.inf
+        return math.log(x) if x > 0 else math.nan
+
+    @staticmethod
+    def log1p(x: float) -> float:
+        if x == -1.0:
+            return -math.inf
+        return math.log1p(x) if x > -1.0 else math.nan
+
+    @staticmethod
+    def sqrt(x: float) -> float:
+        return math.sqrt(x) if x >= 0 else math.nan
+
+    @staticmethod
+    def abs(x: float) -> float:
+        return abs(x)
+
+    @staticmethod
+    def maximum(a: float, b: float) -> float:
+        return a if a >= b or math.isnan(a) else b
+
+    @staticmethod
+    def minimum(a: float, b: float) -> float:
+        return a if a <= b or math.isnan(a) else b
+
+    @staticmethod
+    def isfinite(x: float) -> bool:
+        return math.isfinite(x)
+
+    @staticmethod
+    def isinf(x: float) -> bool:
+        return math.isinf(x)
+
+    @staticmethod
+    def where(cond: bool, a: float, b: float) -> float:
+        return a if cond else b
+
+    @staticmethod
+    def zeros_like(x: float, **_: Any) -> float:
+        return 0.0
+
+    @staticmethod
+    def ones_like(x: float, **_: Any) -> float:
+        return 1.0
+
+    @staticmethod
+    def full_like(x: float, value: float, **_: Any) -> float:
+        return float(value)
+
+    @staticmethod
+    def astype(x: float, dtype: Any, **_: Any) -> float:
+        return float(x)
+
+    @staticmethod
+    def asarray(x: float, dtype: Any = None, **_: Any) -> float:
+        return float(x)
+
+
+scalar_math = ScalarMath()
+
+
+def is_scalar(a: Any) -> bool:
+    """True for builtin Python numbers (not numpy scalars, which carry numpy's namespace)."""
+    return type(a) in (int, float)
+
+
 def namespace(*arrays: Any) -> Any:
     """Array namespace of the given arrays (Python scalars are ignored).
 
     Only builtin scalars are dropped: numpy scalars such as ``np.float64`` (what numpy returns
-    from operations on 0-d arrays) subclass ``float`` but carry numpy's namespace.
+    from operations on 0-d arrays) subclass ``float`` but carry numpy's namespace. When only
+    builtin numbers are given, returns :data:`scalar_math`.
     """
     arrs = [a for a in arrays if a is not None and type(a) not in (int, float, bool)]
+    if not arrs and any(type(a) in (int, float) for a in arrays):
+        return scalar_math
     return array_api_compat.array_namespace(*arrs)
 
 

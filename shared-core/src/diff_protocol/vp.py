@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .arrays import Array, as_float_array, namespace, work_dtype
+from .arrays import Array, as_float_array, is_scalar, namespace, work_dtype
 from .errors import arg_error
 
 __all__ = [
@@ -89,8 +89,15 @@ def expand_like(a: Array, z: Array, *, func: str = "expand_like", arg: str = "lo
 
 
 def _coefficients(logsnr: Array, z: Array, func: str) -> tuple[Array, Array, Any]:
-    """α and σ as arrays broadcastable against z, in z's working dtype."""
+    """α and σ as arrays broadcastable against z, in z's working dtype.
+
+    A builtin-float logsnr (one level for the whole batch, as sampling loops have) gives Python
+    float coefficients computed in double precision on the host.
+    """
     xp = namespace(z)
+    if is_scalar(logsnr):
+        alpha, sigma = alpha_sigma(float(logsnr))
+        return alpha, sigma, work_dtype(xp, z)
     lam = as_float_array(xp, logsnr, z)
     lam = expand_like(lam, z, func=func)
     alpha, sigma = alpha_sigma(lam)

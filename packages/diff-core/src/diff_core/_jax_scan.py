@@ -43,7 +43,6 @@ def _work_dtype(z: Any) -> Any:
     ),
 )
 def _sample_jit(
-    t,
     logsnr,
     logsnr_coef,
     noise,
@@ -106,25 +105,29 @@ def _sample_jit(
     ok_state = jnp.concatenate([ok_state, ok_s[None]])
     if trajectory:
         traj = jnp.concatenate([z0[None], traj, z_last[None]], axis=0)
-    return z_last, ok_out, ok_state, traj
+    return z_last, jnp.stack([ok_out, ok_state]), traj
 
 
 def run_scan(
     denoiser, sampler, grid, noise, *, cond, z_init, final, x_clip, return_trajectory, check_finite
 ):
     register_jax_pytrees()
-    probe = z_init if z_init is not None else noise(0)
+    if z_init is not None:
+        probe = z_init
+    elif hasattr(noise, "dtype") and hasattr(noise, "shape"):
+        probe = jax.ShapeDtypeStruct(tuple(noise.shape), noise.dtype)
+    else:
+        probe = jax.eval_shape(noise, 0)
     dt = _work_dtype(probe)
-    t = jnp.asarray(grid.t, dtype=dt)
     logsnr = jnp.asarray(grid.logsnr, dtype=dt)
     # step coefficients in float64 when x64 is enabled (see _loop.py); float32 otherwise
-    logsnr_coef = jnp.asarray(grid.logsnr, dtype=jnp.float64 if jax.config.jax_enable_x64 else dt)
+    coef_dt = jnp.float64 if jax.config.jax_enable_x64 else dt
+    logsnr_coef = logsnr if coef_dt == dt else jnp.asarray(grid.logsnr, dtype=coef_dt)
     n = grid.n_steps
     end_finite = math.isfinite(float(grid.logsnr[-1]))
     traced_noise = isinstance(noise, (JaxNoise, TableNoise))
     try:
-        z, ok_out, ok_state, traj = _sample_jit(
-            t,
+        z, ok, traj = _sample_jit(
             logsnr,
             logsnr_coef,
             noise if traced_noise else None,
@@ -149,14 +152,15 @@ def run_scan(
     if check_finite:
         import numpy as np
 
-        ok_out_h, ok_state_h = np.asarray(ok_out), np.asarray(ok_state)
-        t_h = [float(v) for v in np.asarray(grid.t)]
-        lam_h = [float(v) for v in np.asarray(grid.logsnr)]
-        for k in range(n):
-            if not ok_out_h[k]:
-                raise non_finite_error("denoiser output", k, t_h[k], lam_h[k])
-            if not ok_state_h[k]:
-                raise non_finite_error("state", k, t_h[k], lam_h[k])
+        ok_h = np.asarray(ok)  # one device-to-host transfer (also waits for the result)
+        if not ok_h.all():
+            t_h = [float(v) for v in np.asarray(grid.t)]
+            lam_h = [float(v) for v in np.asarray(grid.logsnr)]
+            for k in range(n):
+                if not ok_h[0, k]:
+                    raise non_finite_error("denoiser output", k, t_h[k], lam_h[k])
+                if not ok_h[1, k]:
+                    raise non_finite_error("state", k, t_h[k], lam_h[k])
     else:
         z = jax.block_until_ready(z)
     if return_trajectory:

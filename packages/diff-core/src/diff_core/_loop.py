@@ -63,19 +63,20 @@ def run_loop(
     dev = getattr(z, "device", None)
     batch_shape = (z.shape[0],) if len(z.shape) >= 1 else ()
 
-    # The denoiser sees logsnr in the state's working dtype; sampler steps get float64 logsnr
-    # where the backend has it, so step coefficients are not limited by logsnr's float32 rounding
-    # (a float32 chain is then ~3x closer to the float64 one).
-    coef_dt = xp.float64 if getattr(getattr(z, "device", None), "type", "cpu") != "mps" else dt
+    # The denoiser sees logsnr as a (B,) vector in the state's working dtype, built once for the
+    # whole grid. Sampler steps and the output conversion get the host floats: their coefficients
+    # are then computed in double precision on the host (a float32 chain is ~3x closer to the
+    # float64 one than with float32 coefficients) and cost one scalar multiply each.
+    if dev is not None:
+        lam_all = xp.asarray(lam_host, dtype=dt, device=dev)
+    else:
+        lam_all = xp.asarray(lam_host, dtype=dt)
+    lam_vecs = xp.broadcast_to(xp.reshape(lam_all, (n + 1, 1)), (n + 1, *batch_shape))
 
-    def lam_array(k: int, dtype: Any = dt) -> Any:
-        if dev is not None:
-            return xp.asarray(lam_host[k], dtype=dtype, device=dev)
-        return xp.asarray(lam_host[k], dtype=dtype)
-
-    def evaluate(z_k: Any, k: int, lam_vec: Any) -> Any:
+    def evaluate(z_k: Any, k: int) -> Any:
+        lam_vec = lam_vecs[k, ...] if batch_shape else lam_all[k]
         out = _call(denoiser, z_k, lam_vec, cond)
-        x_hat = data_estimate(out, z_k, lam_vec, denoiser.prediction)
+        x_hat = data_estimate(out, z_k, lam_host[k], denoiser.prediction)
         if x_clip is not None:
             x_hat = xp.clip(x_hat, -x_clip, x_clip)
         if check_finite and not _all_finite(xp, x_hat):
@@ -89,19 +90,16 @@ def run_loop(
         state = sampler.init(z)
         try:
             for k in range(n):
-                lam_k = lam_array(k, coef_dt)
-                lam_vec = xp.broadcast_to(lam_array(k), batch_shape)
-                x_hat = evaluate(z, k, lam_vec)
+                lam_k, lam_s = lam_host[k], lam_host[k + 1]
+                x_hat = evaluate(z, k)
                 evals += 1
                 if k == n - 1 and final == "denoise":
                     z = x_hat
                 else:
-                    lam_s = lam_array(k + 1, coef_dt)
                     draw = noise(k + 1) if sampler.stochastic else None
                     z_pred, state = sampler.step(z, x_hat, lam_k, lam_s, draw, state)
-                    if sampler.corrector is not None and math.isfinite(lam_host[k + 1]):
-                        lam_vec_s = xp.broadcast_to(lam_array(k + 1), batch_shape)
-                        x_pred = evaluate(z_pred, k + 1, lam_vec_s)
+                    if sampler.corrector is not None and math.isfinite(lam_s):
+                        x_pred = evaluate(z_pred, k + 1)
                         evals += 1
                         z, state = sampler.corrector(z, x_hat, z_pred, x_pred, lam_k, lam_s, state)
                     else:

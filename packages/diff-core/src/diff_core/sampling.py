@@ -89,6 +89,24 @@ def data_estimate(output: Any, z: Any, logsnr: Any, prediction: str) -> Any:
     return to_x_eps(output, z, logsnr, prediction)[0]
 
 
+class _ShapeProbe(NamedTuple):
+    backend: str
+    shape: tuple[int, ...]
+
+
+def _noise_probe(noise: Any) -> tuple[str, tuple[int, ...], Any]:
+    """``(backend, shape, draw 0 or None)``; JAX pytree sources are not drawn eagerly (the jitted
+    loop draws them), which saves a dispatch per call."""
+    from diff_protocol.noise import JaxNoise, TableNoise
+
+    if isinstance(noise, JaxNoise):
+        return "jax", tuple(noise.shape), None
+    if isinstance(noise, TableNoise) and _backend_of(noise.table) == "jax":
+        return "jax", tuple(noise.shape), None
+    first = noise(0)
+    return _backend_of(first), tuple(first.shape), first
+
+
 def _type_name(a: Any) -> str:
     t = type(a)
     return f"{t.__module__.split('.')[0]}.{t.__name__}"
@@ -192,17 +210,18 @@ def sample(
         raise ValueError(f"sample: noise table has {n_draws} draws, the grid needs {needed}")
     probe = z_init
     if noise is not None:
-        first = noise(0)
-        if z_init is not None and _backend_of(first) != _backend_of(z_init):
-            raise TypeError(
-                f"sample: noise(0) is a {_type_name(first)} but z_init is a {_type_name(z_init)}"
-            )
-        if z_init is not None and tuple(first.shape) != tuple(z_init.shape):
+        backend, shape, first = _noise_probe(noise)
+        if z_init is not None and backend != _backend_of(z_init):
+            kind = _type_name(first) if first is not None else f"{backend} array"
+            raise TypeError(f"sample: noise(0) is a {kind} but z_init is a {_type_name(z_init)}")
+        if z_init is not None and shape != tuple(z_init.shape):
             raise ValueError(
-                f"sample: noise(0) shape {tuple(first.shape)} must equal z_init shape "
-                f"{tuple(z_init.shape)}"
+                f"sample: noise(0) shape {shape} must equal z_init shape {tuple(z_init.shape)}"
             )
-        probe = first if z_init is None else z_init
+        if z_init is None and first is not None:
+            z_init = probe = first  # draw 0 is the initial state: reuse it, do not draw twice
+        elif z_init is None:
+            probe = _ShapeProbe(backend, shape)
     if probe is None or getattr(probe, "shape", None) is None:
         raise TypeError(f"sample: z_init must be an array, got {type(probe).__name__}")
     options = dict(
@@ -213,7 +232,8 @@ def sample(
         return_trajectory=return_trajectory,
         check_finite=check_finite,
     )
-    if _backend_of(probe) == "jax":
+    backend = probe.backend if isinstance(probe, _ShapeProbe) else _backend_of(probe)
+    if backend == "jax":
         if callback is not None:
             raise TypeError(
                 "sample: callback is not supported under JAX (the loop is a lax.scan); "

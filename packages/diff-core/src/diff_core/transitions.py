@@ -35,13 +35,14 @@ def inv_ddim(z_s: Array, z_t: Array, logsnr_t: Any, logsnr_s: Any) -> Array:
     ctx = prepare("inv_ddim", z_t, z_s, logsnr_t, logsnr_s)
     xp = ctx.xp
     if not (is_lazy(ctx.logsnr_s) or is_lazy(ctx.logsnr_t)):
-        if not bool(xp.all(ctx.logsnr_s > ctx.logsnr_t)):
+        ok = ctx.logsnr_s > ctx.logsnr_t
+        if not (ok if isinstance(ok, bool) else bool(xp.all(ok))):
             raise ValueError(
                 "inv_ddim: logsnr_s must be > logsnr_t (s is the less noisy time), "
                 f"got logsnr_s={_show(logsnr_s)} and logsnr_t={_show(logsnr_t)}"
             )
     alpha_s, _ = ctx.alpha_sigma(ctx.logsnr_s)
-    denom = -alpha_s * ctx.cast(xp.expm1(0.5 * (ctx.logsnr_t - ctx.logsnr_s)))
+    denom = -alpha_s * ctx.cast(ctx.cxp.expm1(0.5 * (ctx.logsnr_t - ctx.logsnr_s)))
     x = (ctx.x_hat - ctx.sigma_ratio() * ctx.z_t) / denom
     return ctx.out(x)
 

@@ -2,27 +2,33 @@
 
 Coefficients are computed in the dtype of the grid's logsnr (float64 on numpy/torch grids) and
 cast to the state's working dtype (float32 for bfloat16/float16 states), so a low-precision state
-is upcast for the step and the result cast back once.
+is upcast for the step and the result cast back once. When both logsnr values are builtin floats
+(the Python-loop drivers pass them so), the coefficients are Python floats computed on the host in
+double precision (``cxp`` is :data:`diff_protocol.arrays.scalar_math`) and each enters the state
+arithmetic as one scalar multiplication.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from diff_protocol.arrays import as_float_array, namespace, work_dtype
+from diff_protocol.arrays import as_float_array, is_scalar, namespace, scalar_math, work_dtype
 from diff_protocol.vp import expand_like, softplus
 
 
 class StepContext(NamedTuple):
-    xp: Any
+    xp: Any  # namespace of the state
+    cxp: Any  # namespace of the coefficients: xp, or scalar_math for builtin-float logsnr
     dtype: Any  # working dtype of the step
     out_dtype: Any  # dtype of the returned state
     z_t: Any
     x_hat: Any
-    logsnr_t: Any  # expanded against z, coefficient dtype
+    logsnr_t: Any  # expanded against z (coefficient dtype), or a builtin float
     logsnr_s: Any
 
     def cast(self, a: Any) -> Any:
+        if is_scalar(a):
+            return a
         return a if a.dtype == self.dtype else self.xp.astype(a, self.dtype)
 
     def out(self, a: Any) -> Any:
@@ -30,7 +36,7 @@ class StepContext(NamedTuple):
 
     def alpha_sigma(self, logsnr: Any) -> tuple[Any, Any]:
         """(α, σ) at ``logsnr`` in the working dtype."""
-        xp = self.xp
+        xp = self.cxp
         return (
             self.cast(xp.exp(-0.5 * softplus(-logsnr))),
             self.cast(xp.exp(-0.5 * softplus(logsnr))),
@@ -38,7 +44,7 @@ class StepContext(NamedTuple):
 
     def sigma_ratio(self) -> Any:
         """σ_s/σ_t = exp(½(softplus(λ_t) − softplus(λ_s))), exact 0 at λ_s = +inf."""
-        xp = self.xp
+        xp = self.cxp
         return self.cast(xp.exp(0.5 * (softplus(self.logsnr_t) - softplus(self.logsnr_s))))
 
     def eps_hat(self) -> Any:
@@ -55,9 +61,14 @@ def prepare(func: str, z_t: Any, x_hat: Any, logsnr_t: Any, logsnr_s: Any) -> St
             f"{func}: x_hat shape {tuple(x_hat.shape)} must equal z_t shape {tuple(z_t.shape)}"
         )
     dt = work_dtype(xp, z_t)
+    if is_scalar(logsnr_t) and is_scalar(logsnr_s):
+        ctx = StepContext(
+            xp, scalar_math, dt, z_t.dtype, z_t, x_hat, float(logsnr_t), float(logsnr_s)
+        )
+        return ctx._replace(z_t=ctx.cast(z_t), x_hat=ctx.cast(x_hat))
     lt = expand_like(as_float_array(xp, logsnr_t, z_t), z_t, func=func, arg="logsnr_t")
     ls = expand_like(as_float_array(xp, logsnr_s, z_t), z_t, func=func, arg="logsnr_s")
-    ctx = StepContext(xp, dt, z_t.dtype, z_t, x_hat, lt, ls)
+    ctx = StepContext(xp, xp, dt, z_t.dtype, z_t, x_hat, lt, ls)
     return ctx._replace(z_t=ctx.cast(z_t), x_hat=ctx.cast(x_hat))
 
 

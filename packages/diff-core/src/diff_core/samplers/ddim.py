@@ -29,8 +29,8 @@ def ddim(eta: float = 0.0, clip_x: float | None = None) -> SamplerStep:
 
     def step(z_t, x_hat, logsnr_t, logsnr_s, noise, state=()):
         ctx = prepare("ddim", z_t, x_hat, logsnr_t, logsnr_s)
-        xp, lt, ls = ctx.xp, ctx.logsnr_t, ctx.logsnr_s
-        x_hat = clip(xp, ctx.x_hat, clip_x)
+        xp, lt, ls = ctx.cxp, ctx.logsnr_t, ctx.logsnr_s
+        x_hat = clip(ctx.xp, ctx.x_hat, clip_x)
         alpha_t, sigma_t = ctx.alpha_sigma(lt)
         alpha_s, sigma_s = ctx.alpha_sigma(ls)
         eps_hat = (ctx.z_t - alpha_t * x_hat) / sigma_t

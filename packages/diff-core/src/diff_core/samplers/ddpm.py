@@ -31,8 +31,8 @@ def ddpm(gamma: float = 0.0, clip_x: float | None = None) -> SamplerStep:
     def step(z_t, x_hat, logsnr_t, logsnr_s, noise, state=()):
         require_noise("ddpm", noise)
         ctx = prepare("ddpm", z_t, x_hat, logsnr_t, logsnr_s)
-        xp, lt, ls = ctx.xp, ctx.logsnr_t, ctx.logsnr_s
-        x_hat = clip(xp, ctx.x_hat, clip_x)
+        xp, lt, ls = ctx.cxp, ctx.logsnr_t, ctx.logsnr_s
+        x_hat = clip(ctx.xp, ctx.x_hat, clip_x)
         c = -xp.expm1(lt - ls)
         coef_z = xp.exp(0.5 * (softplus(-ls) - softplus(-lt)) + softplus(lt) - softplus(ls))
         alpha_s = xp.exp(-0.5 * softplus(-ls))

@@ -51,7 +51,7 @@ def dpmpp_2m() -> SamplerStep:
         d = ctx.x_hat + k * (ctx.x_hat - ctx.cast(x_prev))
         h_full = 0.5 * (ctx.logsnr_s - ctx.logsnr_t)
         alpha_s, _ = ctx.alpha_sigma(ctx.logsnr_s)
-        z_s = ctx.sigma_ratio() * ctx.z_t - alpha_s * ctx.cast(xp.expm1(-h_full)) * d
+        z_s = ctx.sigma_ratio() * ctx.z_t - alpha_s * ctx.cast(ctx.cxp.expm1(-h_full)) * d
         new_state = (ctx.out(ctx.x_hat), h, xp.ones_like(has_prev))
         return ctx.out(z_s), new_state
 

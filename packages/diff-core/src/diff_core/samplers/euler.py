@@ -17,6 +17,7 @@ Neither variable can start at ``λ = −inf``.
 from __future__ import annotations
 
 import functools
+import math
 
 from diff_protocol import SamplerStep
 
@@ -33,7 +34,7 @@ def check_variable(func: str, variable: str) -> str:
 
 def sigma_e(ctx: StepContext, logsnr):
     """σ_e = exp(−λ/2) in the working dtype (0 at +inf)."""
-    return ctx.cast(ctx.xp.exp(-0.5 * logsnr))
+    return ctx.cast(ctx.cxp.exp(-0.5 * logsnr))
 
 
 def flow_logsnr(ctx: StepContext, z, x_hat, logsnr):
@@ -46,7 +47,7 @@ def flow_logsnr(ctx: StepContext, z, x_hat, logsnr):
 
 def sigma_ratio_e(ctx: StepContext):
     """r = σ_e,s/σ_e,t = exp((λ_t − λ_s)/2) (0 at λ_s = +inf), in coefficient precision."""
-    return ctx.cast(ctx.xp.exp(0.5 * (ctx.logsnr_t - ctx.logsnr_s)))
+    return ctx.cast(ctx.cxp.exp(0.5 * (ctx.logsnr_t - ctx.logsnr_s)))
 
 
 def euler_sigma_update(ctx: StepContext, x_hat):
@@ -66,6 +67,10 @@ def euler_sigma_update(ctx: StepContext, x_hat):
 def euler_logsnr_update(ctx: StepContext, slope, x_hat):
     """z_s = z_t + (λ_s − λ_t) · slope, and x̂ where λ_s = +inf."""
     xp = ctx.xp
+    if ctx.cxp is not xp:  # host-float logsnr: branch on the host
+        if not math.isfinite(ctx.logsnr_s):
+            return x_hat
+        return ctx.z_t + (ctx.logsnr_s - ctx.logsnr_t) * slope
     finite = xp.isfinite(ctx.logsnr_s)
     dl = ctx.cast(xp.where(finite, ctx.logsnr_s - ctx.logsnr_t, xp.zeros_like(ctx.logsnr_s)))
     return xp.where(finite, ctx.z_t + dl * slope, x_hat)

@@ -30,7 +30,7 @@ def trapezoid_sigma_update(ctx, x_hat_pred):
     ``q = 1/r − 1 = expm1((λ_s − λ_t)/2)``: the same number without cancelling O(σ_e,t) terms
     (which costs float32 three digits on a step out of logsnr = −15). Returns ``z_s = α_s y_s``.
     """
-    xp = ctx.xp
+    xp = ctx.cxp
     alpha_t, _ = ctx.alpha_sigma(ctx.logsnr_t)
     alpha_s, _ = ctx.alpha_sigma(ctx.logsnr_s)
     r = sigma_ratio_e(ctx)
