@@ -12,14 +12,7 @@ from diff_edm3d import load_checkpoint, read_xyz, write_xyz
 from diff_edm3d.cli import main
 from diff_edm3d.data.qm9 import read_qm9pack
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

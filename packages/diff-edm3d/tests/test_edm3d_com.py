@@ -12,14 +12,7 @@ import torch
 from diff_edm3d import ComFreeNoise, com_free_kl, com_free_log_density, graph_from_n_atoms
 from diff_edm3d.com import derive_torch_seed, remove_mean
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _basis(m: int) -> torch.Tensor:

@@ -22,22 +22,9 @@ from diff_edm3d import (
     label_baselines,
 )
 from diff_edm3d.conditional import predict_property
-from diff_edm3d.data.qm9 import read_qm9pack
 from diff_edm3d.testing import random_rotation, relative_error
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def qm9_head():
-    return read_qm9pack(nrows=1000)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_build_context_is_mean_mad_normalised(qm9_head):

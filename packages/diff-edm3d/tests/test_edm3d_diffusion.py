@@ -25,7 +25,6 @@ from diff_edm3d import (
     to_padded,
 )
 from diff_edm3d.com import remove_mean
-from diff_edm3d.data.qm9 import read_qm9pack
 from diff_edm3d.testing import (
     OracleDynamics,
     boost_coordinate_head,
@@ -33,14 +32,7 @@ from diff_edm3d.testing import (
     relative_error,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # spec 4.2: the train histogram of M (p(5) = 5/100000, so -log p(5) = log 20000)
@@ -50,11 +42,6 @@ TRAIN_HISTOGRAM = {
     22: 3393, 23: 4848, 24: 539, 25: 1506, 26: 48, 27: 266, 29: 25,
 }  # fmt: skip
 ROWS = [0, 5, 22, 100, 500, 999]
-
-
-@pytest.fixture(scope="module")
-def qm9_head():
-    return read_qm9pack(nrows=1000)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from diff_edm3d import (
     to_official_state_dict,
     to_padded,
 )
-from diff_edm3d.data.qm9 import read_qm9pack
 from diff_edm3d.testing import (
     DenseEGNNReference,
     boost_coordinate_head,
@@ -31,22 +30,10 @@ from diff_edm3d.testing import (
     relative_error,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 ROWS = [0, 5, 22, 100, 500, 999]  # 6 QM9 molecules of different sizes (Index 1 ... 1000)
-
-
-@pytest.fixture(scope="module")
-def qm9_head():
-    return read_qm9pack(nrows=1000)
 
 
 def _egnn(nf=32, layers=3, context_dim=1, layout="packed", seed=0):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from diff_edm3d.data.molecules import MoleculeSet
-from diff_edm3d.data.qm9 import read_qm9pack
 from diff_edm3d.elements import GEOM_WITH_H, QM9_WITH_H
 from diff_edm3d.metrics import (
     bond_order,
@@ -23,11 +22,6 @@ from diff_edm3d.metrics import (
     wilson_interval,
 )
 from diff_edm3d.metrics.bonds import BOND_LENGTHS_SINGLE, BondMargins
-
-
-@pytest.fixture(scope="module")
-def qm9_head():
-    return read_qm9pack(nrows=1000)
 
 
 def _pair(a, b, d):

@@ -10,14 +10,7 @@ import torch
 from diff_edm3d import EDM, QM9_WITH_H, EDMConfig, EGNNConfig, EGNNDynamics
 from diff_edm3d.schedule import EDMSchedule, alpha_t_given_s, sigma2_t_given_s
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one intra-op thread is faster and deterministic on a shared 2-core box."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 TABLE = {

@@ -12,13 +12,7 @@ import pytest
 import torch
 
 from diff_edm3d import load_checkpoint, preset
-from diff_edm3d.data.qm9 import read_qm9pack
 from diff_edm3d.train import AdaptiveClipper, Trainer, ema_update
-
-
-@pytest.fixture(scope="module")
-def qm9_head():
-    return read_qm9pack(nrows=1000)
 
 
 @pytest.fixture

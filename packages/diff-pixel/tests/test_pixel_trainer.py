@@ -14,7 +14,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 from PIL import Image
@@ -269,4 +268,3 @@ def test_sample_grids_and_loss_curve(tmp_path):
     np.testing.assert_array_equal(
         img, make_grid(np.asarray(expected), labels=np.asarray(labels))[..., 0]
     )
-    assert optax is not None
