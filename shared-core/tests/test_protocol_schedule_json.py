@@ -78,11 +78,15 @@ class KnotSchedule:
         grid = np.linspace(0.0, 1.0, len(self.knots))
         return np.interp(t, grid, self.knots)
 
-    def t_of(self, logsnr):  # pragma: no cover - not needed here
-        raise NotImplementedError
+    def t_of(self, logsnr):
+        grid = np.linspace(0.0, 1.0, len(self.knots))
+        return np.interp(-np.asarray(logsnr, dtype=np.float64), -np.asarray(self.knots), grid)
 
-    def dlogsnr_dt(self, t):  # pragma: no cover - not needed here
-        raise NotImplementedError
+    def dlogsnr_dt(self, t):
+        n = len(self.knots)
+        k = np.clip(np.floor(np.asarray(t) * (n - 1)), 0, n - 2).astype(int)
+        knots = np.asarray(self.knots)
+        return (knots[k + 1] - knots[k]) * (n - 1)
 
     @property
     def logsnr_range(self):

@@ -33,6 +33,7 @@ the inverse uses ``searchsorted`` on ``−λ`` and is exact at the knots.
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 import operator
@@ -185,7 +186,7 @@ def _clip_name(cls: str, clip: Any) -> str:
 # Base class
 
 
-class _Schedule:
+class _Schedule(abc.ABC):
     """Immutable, value-hashable base: subclasses define ``_params`` and the ``_``-methods."""
 
     name: ClassVar[str] = ""
@@ -202,8 +203,9 @@ class _Schedule:
         for key, value in values.items():
             object.__setattr__(self, key, value)
 
-    def _params(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _params(self) -> dict[str, Any]:
+        """Implemented by every concrete schedule."""
 
     def _key(self) -> tuple[Any, ...]:
         return tuple(self._params().items())
@@ -271,14 +273,17 @@ class _Schedule:
         return xp.astype(t, lam.dtype)
 
     # -- implementation hooks (xp, working-dtype arrays, no validation)
-    def _logsnr(self, xp: Any, t: Array) -> Array:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _logsnr(self, xp: Any, t: Array) -> Array:
+        """Implemented by every concrete schedule."""
 
-    def _dlogsnr(self, xp: Any, t: Array) -> Array:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _dlogsnr(self, xp: Any, t: Array) -> Array:
+        """Implemented by every concrete schedule."""
 
-    def _t_of(self, xp: Any, lam: Array) -> Array:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _t_of(self, xp: Any, lam: Array) -> Array:
+        """Implemented by every concrete schedule."""
 
     def _endpoints(self) -> tuple[float, float]:
         """``(λ(1), λ(0))`` evaluated in float64."""

@@ -20,6 +20,7 @@ guidance weight and interval (the EDM2-S interval of arXiv 2404.07724 mapped to 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import math
@@ -66,7 +67,7 @@ def _dec(v: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(abc.ABC):
     """Fields shared by the recipes (frozen, hashable, JSON round-trip)."""
 
     name: ClassVar[str] = ""
@@ -134,13 +135,13 @@ class Recipe:
             raise self._fail("batch_size", "a positive int", self.batch_size)
 
     # ---------------------------------------------------------------- the diff-core pieces
+    @abc.abstractmethod
     def schedule(self) -> Any:
         """The training schedule (a diff-core schedule object)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def weighting(self) -> core_weighting.Weighting:
         """The loss weighting (a diff-core ``Weighting``)."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ boundary and back.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from ..com import remove_mean
 __all__ = ["DYNAMICS", "Dynamics", "register_dynamics"]
 
 
-class Dynamics(nn.Module):
+class Dynamics(nn.Module, abc.ABC):
     """Base class: validates inputs, converts padded inputs, and checks the outputs.
 
     Subclasses implement ``forward_packed(x, h, t, graph, context)`` and set ``n_features`` (F),
@@ -37,10 +38,11 @@ class Dynamics(nn.Module):
     include_charges: bool
     n_types: int
 
+    @abc.abstractmethod
     def forward_packed(
         self, x: Tensor, h: Tensor, t: Tensor, graph: Graph, context: Tensor | None
     ) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        """(eps_x, eps_h) on the packed graph; implemented by every backbone."""
 
     def forward(
         self,
@@ -131,9 +133,9 @@ class Dynamics(nn.Module):
             eps_h = torch.nan_to_num(eps_h, nan=0.0, posinf=0.0, neginf=0.0)
         return eps_x, eps_h
 
+    @abc.abstractmethod
     def extra_config(self) -> dict[str, Any]:
         """JSON-able description used by checkpoints."""
-        raise NotImplementedError
 
 
 DYNAMICS: dict[str, type[Dynamics]] = {}

@@ -7,6 +7,7 @@ train/eval flag and no RNG stream in the forward pass (``dropout_key=None`` is e
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -44,7 +45,11 @@ class Prepared(NamedTuple):
     frames: int | None
 
 
-class Backbone(nnx.Module):
+class _AbstractModuleMeta(type(nnx.Module), abc.ABCMeta):
+    """NNX's module metaclass with abstract-method enforcement."""
+
+
+class Backbone(nnx.Module, metaclass=_AbstractModuleMeta):
     """Base class: embeddings, conditioning, stem, head; subclasses implement :meth:`_body`."""
 
     prediction = "v"
@@ -123,9 +128,9 @@ class Backbone(nnx.Module):
         )
         return block
 
+    @abc.abstractmethod
     def blocks(self) -> list[nnx.Module]:
         """All residual and transformer blocks in traversal (dropout-site) order."""
-        raise NotImplementedError
 
     def dropout_sites(self) -> list[tuple[int, float]]:
         """(site number, rate) of every dropout site, in traversal order; active sites have rate >
@@ -373,6 +378,7 @@ class Backbone(nnx.Module):
         out = remat(block, x, p.emb_tok, context, p.token_lengths, dropout_key)
         return out.reshape(h.shape)
 
+    @abc.abstractmethod
     def _body(
         self,
         h: jax.Array,
@@ -382,7 +388,6 @@ class Backbone(nnx.Module):
     ) -> tuple[jax.Array, int]:
         """Run the levels; return the activations before PatchUnembed and the number of skip
         tensors left on the stack (0 for a well-formed network)."""
-        raise NotImplementedError
 
     def _forward(
         self, z: Any, logsnr: Any, cond: Cond | None, dropout_key: jax.Array | None
