@@ -23,44 +23,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import best_of  # noqa: E402
 
 from diff_core import sample  # noqa: E402
+from diff_core.peer_diffusers import (  # noqa: E402
+    diffusers_ddim_scheduler,
+    grid_of,
+    run_diffusers_ddim,
+)
 from diff_core.samplers import ddim  # noqa: E402
-from diff_core.schedules import LinearBetaSchedule  # noqa: E402
 from diff_core.testing import problem  # noqa: E402
-from diff_protocol import TimeGrid, as_denoiser, convert, torch_noise  # noqa: E402
+from diff_protocol import as_denoiser, convert, torch_noise  # noqa: E402
 
 STEPS = 50
-
-
-def make_scheduler(steps: int):
-    from diffusers import DDIMScheduler
-
-    sched = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=1e-4,
-        beta_end=0.02,
-        beta_schedule="linear",
-        timestep_spacing="trailing",
-        set_alpha_to_one=True,
-        clip_sample=False,
-        prediction_type="epsilon",
-    )
-    sched.set_timesteps(steps)
-    return sched
-
-
-def our_grid(sched) -> TimeGrid:
-    tau = sched.timesteps.numpy().astype(np.float64)
-    t = np.concatenate([tau / 999.0, [0.0]])
-    return TimeGrid(t, LinearBetaSchedule().logsnr(t))
-
-
-def diffusers_loop(sched, eps_fn, z):
-    acp = sched.alphas_cumprod
-    for tau in sched.timesteps:
-        a = acp[tau]
-        lam = torch.log(a / (1 - a)).expand(z.shape[0])
-        z = sched.step(eps_fn(z, lam), tau, z).prev_sample
-    return z
 
 
 def parity_figure() -> dict:
@@ -71,14 +43,14 @@ def parity_figure() -> dict:
         return convert(x_den(z, lam), z, lam, "x", "eps")
 
     den = as_denoiser(eps_fn, "eps")
-    sched = make_scheduler(STEPS)
-    grid = our_grid(sched)
+    sched = diffusers_ddim_scheduler(STEPS)
+    grid = grid_of(sched)
     noise = torch_noise(0, (4096, 2))
     z0 = noise(0)
     ours = sample(den, ddim(), grid, noise)
-    theirs = diffusers_loop(sched, eps_fn, z0.clone())
+    theirs = run_diffusers_ddim(sched, eps_fn, z0.clone())
     t_ours = best_of(lambda: sample(den, ddim(), grid, noise), 3)
-    t_theirs = best_of(lambda: diffusers_loop(sched, eps_fn, z0.clone()), 3)
+    t_theirs = best_of(lambda: run_diffusers_ddim(sched, eps_fn, z0.clone()), 3)
     return {
         "figure": "ddim_vs_diffusers_exact_denoiser",
         "steps": STEPS,
@@ -101,13 +73,13 @@ def overhead_figure() -> dict:
         return h @ tw[2] + tw[3]
 
     den = as_denoiser(mlp_torch, "eps")
-    sched = make_scheduler(STEPS)
-    grid = our_grid(sched)
+    sched = diffusers_ddim_scheduler(STEPS)
+    grid = grid_of(sched)
     noise = torch_noise(1, (64, 2))
     z0 = noise(0)
     lam_fixed = torch.zeros(64)
     with torch.no_grad():
-        t_diff = best_of(lambda: diffusers_loop(sched, mlp_torch, z0.clone()), 7)
+        t_diff = best_of(lambda: run_diffusers_ddim(sched, mlp_torch, z0.clone()), 7)
         t_mlp = best_of(lambda: [mlp_torch(z0, lam_fixed) for _ in range(STEPS)], 7)
     t_ours = best_of(lambda: sample(den, ddim(), grid, noise), 7)
     out = {
