@@ -16,7 +16,7 @@ import pytest
 from diff_protocol import SamplerStep, available, load, load_sampler
 
 REPO = Path(__file__).resolve().parents[1]
-GROUPS = ("diff.schedules", "diff.samplers", "diff.models")
+GROUPS = ("diff.schedules", "diff.samplers", "diff.models", "diff.embedders")
 PYPROJECTS = sorted(
     [REPO / "shared-core" / "pyproject.toml", *REPO.glob("packages/*/pyproject.toml")]
 )

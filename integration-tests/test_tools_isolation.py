@@ -1,11 +1,16 @@
-"""tools/isolation.py, the parts that need no build: rules, sibling closure, lowest pins, wheel
-contents. (The full run, `hatch run tools:isolation --all`, is a CI step of its own.)"""
+"""tools/isolation.py, the parts that need no build: rules, extras, sibling closure, lowest pins,
+wheel contents; the import and entry-point check in a hand-made venv; the test stages (every test
+collects, only the smoke tests run) with this interpreter's pytest on fixture suites. (The full
+run, `hatch run tools:isolation --all`, is a CI step of its own.)"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 
@@ -28,6 +33,7 @@ def write_project(
 
 
 def fixture_tree(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
     (root / "pytest.ini").write_text("[pytest]\n")
     write_project(
         root, "shared-core", "diff-protocol", ["array-api-compat>=1.12"], {"test": ["numpy>=2.0"]}
@@ -67,15 +73,61 @@ def test_rules_follow_the_design(tool) -> None:
     for neutral in ("diff-protocol", "diff-core"):
         assert set(rules[neutral].forbid_imports) == {"jax", "torch"}
         assert set(rules[neutral].forbid_installed) == {"jax", "flax", "torch"}
+        # their `all` extra brings the frameworks, which the row forbids installing
+        assert rules[neutral].extras == ("test",)
     assert (
         "torch" in rules["diff-pixel"].forbid_imports
         and "jax" not in rules["diff-pixel"].forbid_imports
     )
-    assert "jax" in rules["diff-edm3d"].forbid_imports and rules["diff-edm3d"].extras == (
-        "test",
-        "all",
+    assert "jax" in rules["diff-edm3d"].forbid_imports
+    assert rules["diff-edm3d"].extras is None and isolation.DEFAULT_RULE.extras is None
+
+
+def test_install_extras_are_test_plus_all_where_defined(tmp_path: Path, tool) -> None:
+    isolation = tool("isolation")
+    fixture_tree(tmp_path)
+    run = isolation.Isolation(tmp_path, tmp_path / "work", lowest=False, keep=True)
+    projects = run.projects
+    assert projects["diff-edm3d"].install_extras(isolation.DEFAULT_RULE) == ("test", "all")
+    assert projects["diff-pixel"].install_extras(isolation.DEFAULT_RULE) == ("test",)
+    assert projects["diff-core"].install_extras(isolation.RULES["diff-core"]) == ("test",)
+
+
+def test_all_extra_must_collect_every_optional_extra(tmp_path: Path, tool) -> None:
+    isolation = tool("isolation")
+    fixture_tree(tmp_path)
+    run = isolation.Isolation(tmp_path, tmp_path / "work", lowest=False, keep=True)
+    # all -> viz -> e3nn through self-references; the accelerator extra `gpu` is exempt
+    assert run.projects["diff-edm3d"].all_extra_problems() == []
+    # only a test extra: nothing for `all` to collect
+    assert run.projects["diff-pixel"].all_extra_problems() == []
+    assert run.projects["diff-protocol"].all_extra_problems() == []
+    # an extra but no `all`
+    (problem,) = run.projects["diff-core"].all_extra_problems()
+    assert "diff-core: defines extras ['jax'] but no `all` extra" in problem
+
+    def project(tag: str, extras: dict[str, list[str]]):
+        root = tmp_path / tag
+        write_project(root, "packages/diff-x", "diff-x", [], extras)
+        return isolation.Isolation(root, root / "work", lowest=False, keep=True).projects["diff-x"]
+
+    x = project(
+        "x",
+        {
+            "cfd": ["jax-cfd>=0.2", "diff-x[viz]"],
+            "viz": ["matplotlib>=3.8"],
+            "cpu": ["jax[cpu]>=0.10"],
+            "all": ["jax-cfd>=0.2", "jax>=0.10"],
+            "test": ["pytest>=8"],
+        },
     )
-    assert isolation.DEFAULT_RULE.extras == ("test",)
+    (problem,) = x.all_extra_problems()
+    assert problem == (
+        "diff-x: the `all` extra misses diff-x[viz] (from [cfd]), matplotlib>=3.8 (from [viz]), "
+        "jax[cpu]>=0.10 (from [cpu])"
+    )
+    y = project("y", {"cfd": ["jax-cfd>=0.2"], "all": ["diff-x[cfd]"], "test": ["pytest>=8"]})
+    assert y.all_extra_problems() == []
 
 
 def test_sibling_closure_and_requirements(tmp_path: Path, tool) -> None:
@@ -193,3 +245,199 @@ def test_wheel_content_check(tmp_path: Path, tool) -> None:
         "no License-Expression",
     ):
         assert expected in joined
+
+
+def test_pytest_summary_lines(tool) -> None:
+    isolation = tool("isolation")
+    text = "tests/test_a.py::test_x\n\n===== 3 passed, 1 skipped, 2 deselected in 0.50s =====\n\n"
+    assert isolation.pytest_summary(text) == "3 passed, 1 skipped, 2 deselected in 0.50s"
+    assert isolation.summary_counts("3 passed, 1 skipped, 2 deselected in 0.50s") == {
+        "passed": 3,
+        "skipped": 1,
+        "deselected": 2,
+    }
+    assert isolation.summary_counts("1 failed, 2 errors in 3.1s") == {"failed": 1, "errors": 2}
+    assert isolation.summary_counts("259 tests collected in 1.20s") == {"tests": 259}
+    assert isolation.summary_counts("1 test collected, 1 error in 0.3s") == {
+        "tests": 1,
+        "errors": 1,
+    }
+    assert isolation.summary_counts("no tests ran in 0.01s") == {}
+
+
+# A distribution's tests as check_tests copies them: one smoke test among tests that must not run
+# (the failing one would turn the stage red if the whole suite ran).
+SUITE = {
+    "conftest.py": "import pytest\n\n\n@pytest.fixture\ndef two():\n    return 2\n",
+    "test_x_math.py": """\
+import math
+
+import pytest
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("n", [1, 4])
+def test_cosine_contraction(n, two):
+    assert abs(math.cos(math.pi / (two * n)) ** n - {1: 0.0, 4: 0.72855339}[n]) < 1e-8
+
+
+def test_not_a_smoke_test():
+    assert False, "the whole suite ran, not the smoke subset"
+
+
+@pytest.mark.slow
+@pytest.mark.smoke
+def test_slow_smoke_is_still_slow():
+    assert False, "a slow test ran"
+""",
+}
+
+
+def write_suite(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def run_check_tests(tmp_path: Path, tool, repo_root: Path, files: dict[str, str], **kwargs):
+    isolation = tool("isolation")
+    tests = write_suite(tmp_path / "src-tests", files)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "outside").mkdir()
+    return isolation.check_tests(
+        Path(sys.executable),
+        "diff-x",
+        tests,
+        repo_root / "pytest.ini",
+        tmp_path / "outside",
+        tmp_path / "logs",
+        **kwargs,
+    )
+
+
+def test_only_smoke_tests_run_and_every_test_collects(tmp_path: Path, tool, repo_root) -> None:
+    outcome = run_check_tests(tmp_path, tool, repo_root, SUITE)
+    assert outcome.problems == []
+    # 4 tests collect (slow included); 2 smoke parametrisations pass, the rest is deselected
+    assert outcome.summary.startswith("4 tests collect; smoke: 2 passed, 2 deselected in ")
+    assert set(outcome.seconds) == {"collect", "smoke"}
+    log = (tmp_path / "logs" / "diff-x-smoke.log").read_text()
+    assert "-m smoke and not slow and not gpu tests" in log
+    # run against a copy, from outside the source folder, with the root pytest.ini
+    assert (tmp_path / "outside" / "tests" / "conftest.py").is_file()
+    assert (tmp_path / "outside" / "pytest.ini").read_text() == (
+        repo_root / "pytest.ini"
+    ).read_text()
+
+
+def test_full_runs_the_whole_fast_suite(tmp_path: Path, tool, repo_root) -> None:
+    outcome = run_check_tests(tmp_path, tool, repo_root, SUITE, full=True)
+    (problem,) = outcome.problems
+    assert problem.startswith("diff-x: tests failed, exit 1")
+    assert "the whole suite ran, not the smoke subset" in problem
+    assert "a slow test ran" not in problem  # default markers still deselect slow tests
+
+
+def test_a_distribution_without_smoke_tests_fails_by_name(tmp_path: Path, tool, repo_root) -> None:
+    files = {"test_x_plain.py": "def test_one():\n    assert 1 + 1 == 2\n"}
+    outcome = run_check_tests(tmp_path, tool, repo_root, files)
+    (problem,) = outcome.problems
+    assert problem.startswith("diff-x has no smoke test: mark a few representative fast tests")
+    assert outcome.summary.startswith("1 tests collect; smoke: 1 deselected")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "import pytest\n\n@pytest.mark.smoke\ndef test_s():\n    assert 2 + 2 == 5\n",
+            "diff-x: smoke tests failed, exit 1",
+        ),
+        (
+            "import pytest\n\n@pytest.mark.smoke\ndef test_s():\n    pytest.importorskip('no_such_framework')\n",
+            "diff-x: every smoke test skipped, nothing was checked against the installed wheel",
+        ),
+    ],
+    ids=["failing", "all-skipped"],
+)
+def test_failing_or_skipped_smoke_tests_fail(
+    tmp_path: Path, tool, repo_root, body: str, expected: str
+) -> None:
+    outcome = run_check_tests(tmp_path, tool, repo_root, {"test_x_s.py": body})
+    (problem,) = outcome.problems
+    assert problem.startswith(expected), problem
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("import no_such_module_of_the_wheel\n\ndef test_a():\n    pass\n", "ModuleNotFoundError"),
+        ("import pytest\n\n@pytest.mark.slwo\ndef test_a():\n    pass\n", "'slwo' not found in"),
+    ],
+    ids=["import-error", "unregistered-marker"],
+)
+def test_tests_that_do_not_collect_are_reported(
+    tmp_path: Path, tool, repo_root, body: str, expected: str
+) -> None:
+    files = {**SUITE, "test_x_broken.py": body}
+    outcome = run_check_tests(tmp_path, tool, repo_root, files)
+    collect = [p for p in outcome.problems if "do not collect" in p]
+    assert len(collect) == 1 and expected in collect[0], outcome.problems
+    assert collect[0].startswith("diff-x: tests do not collect against the installed wheel")
+
+
+def test_clean_env_keeps_the_jax_cache_and_drops_leaks(tool, monkeypatch) -> None:
+    isolation = tool("isolation")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/ci/jax-cache")
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    monkeypatch.setenv("PYTHONPATH", "/repo/src")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = isolation._clean_env()
+    assert env["JAX_COMPILATION_CACHE_DIR"] == "/ci/jax-cache"
+    assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+    assert "PYTHONPATH" not in env and "PYTHONDONTWRITEBYTECODE" not in env
+
+
+def fake_installed_venv(root: Path, version: str = "0.1.0") -> Path:
+    """A venv (no pip) holding a hand-made diff-core 'installation' and a stand-in `jax`."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    pkg = site / "diff_core"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f'__version__ = "{version}"\n')
+    (pkg / "cli.py").write_text("def main():\n    return 0\n")
+    (pkg / "samplers.py").write_text("def ddim():\n    return 'ddim'\n")
+    (pkg / "heavy.py").write_text("import jax\n\nModel = jax.Model\n")
+    (site / "jax").mkdir()
+    (site / "jax" / "__init__.py").write_text("Model = object\n")
+    info = site / f"diff_core-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.4\nName: diff-core\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(
+        "[console_scripts]\ndiff-core = diff_core.cli:main\n\n"
+        "[diff.samplers]\nddim = diff_core.samplers:ddim\nbroken = diff_core.missing:thing\n\n"
+        "[diff.models]\nheavy = diff_core.heavy:Model\n"
+    )
+    return venv / "bin" / "python"
+
+
+def test_imports_and_entry_points_load_in_the_venv(tmp_path: Path, tool) -> None:
+    isolation = tool("isolation")
+    fixture_tree(tmp_path / "repo")
+    run = isolation.Isolation(tmp_path / "repo", tmp_path / "work", lowest=False, keep=True)
+    python = fake_installed_venv(tmp_path)
+    (tmp_path / "outside").mkdir()
+    problems, loaded = run.check_imports(
+        "diff-core", python, isolation.RULES["diff-core"], tmp_path / "outside"
+    )
+    assert loaded == 4
+    assert problems == [
+        "entry point diff.samplers:broken = diff_core.missing:thing does not load: "
+        "ModuleNotFoundError: No module named 'diff_core.missing'",
+        "loading the entry points of diff-core loads jax (forbidden by its rule)",
+    ]
+    # a rule that allows jax: only the broken entry point is left
+    problems, _ = run.check_imports("diff-core", python, isolation.DEFAULT_RULE, tmp_path)
+    assert len(problems) == 1 and "diff_core.missing" in problems[0]

@@ -1,33 +1,47 @@
-"""Isolation check: every distribution built, installed alone and tested from outside the tree.
+"""Isolation check: every distribution built, installed alone and checked from outside the tree.
 
 Usage (from the repository root)::
 
     hatch run tools:isolation --all
     hatch run tools:isolation diff-core diff-pixel
     hatch run tools:isolation --lowest diff-protocol diff-core
+    hatch run tools:isolation --full diff-core        # the whole fast suite, as before a release
 
 Per distribution:
 
-1. build the sdist, then the wheel *from the sdist* (``python -m build`` does exactly that), into
+1. check the extras: a distribution with optional extras besides ``test`` defines an ``all``
+   extra that collects every one of them (accelerator extras such as ``gpu`` excepted);
+2. build the sdist, then the wheel *from the sdist* (``python -m build`` does exactly that), into
    one wheelhouse shared by the run; siblings the selection needs are built first;
-2. check the wheel: no ``tests/`` folder, a ``py.typed`` marker in every top-level package, a
+3. check the wheel: no ``tests/`` folder, a ``py.typed`` marker in every top-level package, a
    license file and a license expression in the metadata, the version of ``pyproject.toml``;
-3. create a fresh venv and install the wheel with its extras (``test``, plus the row's extras in
-   RULES) from the wheel file, the sibling wheels it needs given as files, ``--find-links`` to
-   the wheelhouse and a constraints file pinning every sibling to its local version, so a
-   same-named project on PyPI is never taken. Development pins (torch==2.13.0, the CPU wheel that
-   the machine's pip configuration finds) go into the same constraints file;
-4. from a temporary directory, import the distribution's packages and assert that the frameworks
-   its RULES row forbids stay out of ``sys.modules`` (and, where the row says so, are not even
-   installed);
-5. copy the distribution's ``tests/`` folder and the root ``pytest.ini`` into that temporary
-   directory and run pytest against the installed copy (default markers: fast tests only).
+4. create a fresh venv and install the wheel with its extras (``test`` and ``all`` where the
+   distribution defines it, unless its RULES row names the extras) from the wheel file, the
+   sibling wheels it needs given as files, ``--find-links`` to the wheelhouse and a constraints
+   file pinning every sibling to its local version, so a same-named project on PyPI is never
+   taken. Development pins (torch==2.13.0, the CPU wheel that the machine's pip configuration
+   finds) go into the same constraints file. pip installs with ``--no-compile``: only the modules
+   the checks import get byte-compiled, on first import (about 30 s less per JAX venv);
+5. from a temporary directory, import the distribution's packages and load every entry point it
+   declares (console scripts, ``diff.*`` plugins), asserting that the frameworks its RULES row
+   forbids stay out of ``sys.modules`` (and, where the row says so, are not even installed);
+6. copy the distribution's ``tests/`` folder and the root ``pytest.ini`` into that temporary
+   directory and, against the installed copy: ``pytest --collect-only`` of the whole folder
+   (every test, slow ones included, must collect) and ``pytest -m smoke``, the few
+   representative fast tests the package marks ``@pytest.mark.smoke``. A distribution with no
+   smoke test, or whose smoke tests all skip, fails. (The whole fast suite already ran in the
+   tree in CI's test step; ``--full`` runs it here instead of the smoke subset.)
 
 ``--lowest`` adds an exact pin on every declared lower bound (``numpy>=2.0`` -> ``numpy==2.0``)
 of the requirements being installed to the constraints file; a bound that pip cannot install for
 this Python is reported by name.
 
-A new package adds one row to RULES (or none: a distribution without a row gets DEFAULT_RULE,
+The environment passes through to the venvs (minus variables that would let the source tree in,
+see ``_LEAKY_ENV``): ``JAX_COMPILATION_CACHE_DIR`` and the cache thresholds that ``.ci/run``
+exports reach the smoke tests, which then reuse what the test step compiled.
+
+A new package needs: a few ``@pytest.mark.smoke`` tests, a ``test`` extra, an ``all`` extra if
+it has other extras, and a RULES row (or none: a distribution without a row gets DEFAULT_RULE,
 which imports it and forbids nothing).
 """
 
@@ -36,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,26 +80,34 @@ FRAMEWORK_DISTRIBUTIONS = {
 class Rule:
     """Import rules of one distribution.
 
-    extras: extras installed with the wheel (those the distribution does not define are an error).
-    forbid_imports: top-level modules that importing the distribution must not load.
+    extras: extras installed with the wheel; None (the default) means ``test`` plus ``all`` where
+        the distribution defines it. Extras named here that the distribution does not define are
+        an error.
+    forbid_imports: top-level modules that importing the distribution (and loading its entry
+        points) must not load.
     forbid_installed: framework import names (keys of FRAMEWORK_DISTRIBUTIONS) whose
         distributions must not even be installed by the wheel with its extras.
     """
 
-    extras: tuple[str, ...] = ("test",)
+    extras: tuple[str, ...] | None = None
     forbid_imports: tuple[str, ...] = ()
     forbid_installed: tuple[str, ...] = ()
 
 
 _JAX_PACKAGE = Rule(forbid_imports=("torch",))
 
+#: diff-protocol and diff-core are installed with ``test`` only: their ``all`` extra brings jax
+#: and torch, which these rows forbid installing (the isolation venv proves that the numpy and
+#: array-api-strict paths work with no framework at all; the test step covers the frameworks).
+_NEUTRAL_PACKAGE = Rule(
+    extras=("test",), forbid_imports=("jax", "torch"), forbid_installed=("jax", "flax", "torch")
+)
+
 #: One row per distribution (DESIGN.md: diff-protocol and diff-core are framework-neutral,
 #: JAX packages import no torch, diff-edm3d imports no JAX).
 RULES: dict[str, Rule] = {
-    "diff-protocol": Rule(
-        forbid_imports=("jax", "torch"), forbid_installed=("jax", "flax", "torch")
-    ),
-    "diff-core": Rule(forbid_imports=("jax", "torch"), forbid_installed=("jax", "flax", "torch")),
+    "diff-protocol": _NEUTRAL_PACKAGE,
+    "diff-core": _NEUTRAL_PACKAGE,
     "diff-pixel": _JAX_PACKAGE,
     "diff-distill": _JAX_PACKAGE,
     "diff-consistency": _JAX_PACKAGE,
@@ -93,17 +116,37 @@ RULES: dict[str, Rule] = {
     "diff-semantica": _JAX_PACKAGE,
     "diff-dorsal": _JAX_PACKAGE,
     "diff-unlearn": _JAX_PACKAGE,
-    "diff-edm3d": Rule(extras=("test", "all"), forbid_imports=("jax", "flax")),
+    "diff-edm3d": Rule(forbid_imports=("jax", "flax")),
 }
 DEFAULT_RULE = Rule()
+
+#: Extras that ``all`` need not collect: accelerator builds (multi-GB, not installable on the
+#: CPU machines) and the test tooling.
+NOT_IN_ALL = ("test", "all", "gpu", "cuda", "tpu")
+
+#: The marker of the representative fast tests run against the installed wheel, and the
+#: expression that selects them (a second ``-m`` replaces pytest.ini's, so it repeats
+#: ``not slow and not gpu``).
+SMOKE_MARKER = "smoke"
+SMOKE_EXPRESSION = "smoke and not slow and not gpu"
 
 #: Pins of the development/CI machines that hold in every venv (DESIGN.md: torch is installed as
 #: the CPU wheel 2.13.0 that pip finds through the machine's find-links; any other torch is a
 #: multi-GB CUDA download). These also win over --lowest.
 DEVELOPMENT_PINS = {"torch": "2.13.0"}
 
-#: Environment variables that would let the source tree or another environment leak in.
-_LEAKY_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONSAFEPATH")
+#: Environment variables that would let the source tree or another environment leak in (and
+#: PYTHONDONTWRITEBYTECODE: the venvs are installed with ``--no-compile``, which saves ~30 s of
+#: byte-compiling jax, scipy, scikit-learn ... per venv, so the modules that the checks actually
+#: import are compiled once, on first import, and must be allowed to cache their bytecode).
+_LEAKY_ENV = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "PYTHONSTARTUP",
+    "PYTHONSAFEPATH",
+    "PYTHONDONTWRITEBYTECODE",
+)
 
 
 class IsolationError(Exception):
@@ -119,9 +162,7 @@ class Report:
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
+    return {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
 
 
 def _run(cmd: list[str], *, cwd: Path | None = None, log: Path) -> subprocess.CompletedProcess:
@@ -160,6 +201,21 @@ def _self_extras(dist_name: str, extras: set[str], optional: dict[str, list[str]
     return seen
 
 
+def pytest_summary(text: str) -> str:
+    """pytest's closing line (``3 passed, 1 skipped in 0.5s``) without its ``=`` frame."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1].strip("= ") if lines else ""
+
+
+def summary_counts(summary: str) -> dict[str, int]:
+    """``"3 passed, 1 skipped, 2 deselected in 0.5s"`` -> ``{"passed": 3, "skipped": 1, ...}``."""
+    counts: dict[str, int] = {}
+    for number, word in re.findall(r"(\d+) (\w+)", summary.split(" in ")[0]):
+        key = {"error": "errors", "test": "tests", "warning": "warnings"}.get(word, word)
+        counts[key] = counts.get(key, 0) + int(number)
+    return counts
+
+
 @dataclass
 class Project:
     """A distribution folder with the metadata isolation needs."""
@@ -189,6 +245,44 @@ class Project:
                 for k, v in project.get("optional-dependencies", {}).items()
             },
         )
+
+    def install_extras(self, rule: Rule) -> tuple[str, ...]:
+        """The extras installed with the wheel: the row's, else ``test`` (+ ``all`` if defined)."""
+        if rule.extras is not None:
+            return rule.extras
+        return ("test", "all") if "all" in self.optional else ("test",)
+
+    def all_extra_problems(self) -> list[str]:
+        """``all`` must exist when other extras do, and collect every one of them."""
+        others = [e for e in self.optional if e not in NOT_IN_ALL]
+        if not others:
+            return []
+        if "all" not in self.optional:
+            return [
+                f"{self.name}: defines extras {others} but no `all` extra collecting them "
+                f"(`pip install {self.name}[all]` must install every optional dependency)"
+            ]
+        reached = _self_extras(self.name, {"all"}, self.optional)
+        have: dict[str, set[str]] = {}
+        for extra in reached:
+            for text in self.optional.get(extra, []):
+                req = Requirement(text)
+                have.setdefault(canonicalize_name(req.name), set()).update(req.extras)
+        missing = []
+        for extra in others:
+            if extra in reached:
+                continue
+            for text in self.optional[extra]:
+                req = Requirement(text)
+                name = canonicalize_name(req.name)
+                if name == self.name:
+                    if not {canonicalize_name(e) for e in req.extras} <= reached:
+                        missing.append(f"{text} (from [{extra}])")
+                elif name not in have or not set(req.extras) <= have[name]:
+                    missing.append(f"{text} (from [{extra}])")
+        if missing:
+            return [f"{self.name}: the `all` extra misses {', '.join(missing)}"]
+        return []
 
     def requirements(self, extras: tuple[str, ...]) -> list[Requirement]:
         """Requirements installed with ``extras`` whose markers hold here (self-refs resolved)."""
@@ -257,11 +351,14 @@ def lowest_pins(
 class Isolation:
     """One run: a work folder, one wheelhouse, reports per distribution."""
 
-    def __init__(self, repo: Path, work: Path, *, lowest: bool, keep: bool) -> None:
+    def __init__(
+        self, repo: Path, work: Path, *, lowest: bool, keep: bool, full: bool = False
+    ) -> None:
         self.repo = repo
         self.work = work
         self.lowest = lowest
         self.keep = keep
+        self.full = full
         self.wheelhouse = work / "wheelhouse"
         self.wheelhouse.mkdir(parents=True, exist_ok=True)
         self.logs = work / "logs"
@@ -355,13 +452,15 @@ class Isolation:
         report = Report(name)
         project = self.projects[name]
         rule = RULES.get(name, DEFAULT_RULE)
-        unknown = [e for e in rule.extras if canonicalize_name(e) not in project.optional]
+        extras = project.install_extras(rule)
+        unknown = [e for e in extras if canonicalize_name(e) not in project.optional]
         if unknown:
             report.problems.append(
-                f"{name}: RULES asks for extras {unknown} that pyproject.toml does not define"
+                f"{name}: installs extras {list(unknown)} that pyproject.toml does not define"
             )
             return report
-        siblings = sibling_closure(project, self.projects, rule.extras)
+        report.problems += project.all_extra_problems()
+        siblings = sibling_closure(project, self.projects, extras)
         try:
             wheel = self.build(name, report)
             report.problems += self.check_wheel(name, wheel)
@@ -384,7 +483,7 @@ class Isolation:
             return report
         pins: dict[str, str] = {}
         if self.lowest:
-            requirements = project.requirements(rule.extras)
+            requirements = project.requirements(extras)
             for sib, sib_extras in siblings.items():
                 requirements += self.projects[sib].requirements(sib_extras)
             pins, notes = lowest_pins(requirements, set(self.projects))
@@ -393,15 +492,15 @@ class Isolation:
             listing = ", ".join(f"{n}=={v}" for n, v in sorted(pins.items()))
             print(f"  [{name}] lowest pins: {listing or 'none'}")
         constraints = self.constraints(pins, base / "constraints.txt")
-        extras = ",".join(rule.extras)
         install = self.pip(
             python,
             "install",
+            "--no-compile",
             "--find-links",
             self.wheelhouse,
             "-c",
             constraints,
-            f"{wheel}[{extras}]" if extras else wheel,
+            f"{wheel}[{','.join(extras)}]" if extras else wheel,
             *sibling_wheels,
         )
         proc = _run(install, log=log)
@@ -423,32 +522,22 @@ class Isolation:
 
         tmp = base / "outside"
         tmp.mkdir()
-        report.problems += self.check_imports(name, python, rule, tmp)
-        tests = project.dist.folder / "tests"
-        if not tests.is_dir():
-            report.problems.append(f"{name}: no tests/ folder")
-            return report
-        shutil.copytree(tests, tmp / "tests", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(self.repo / "pytest.ini", tmp / "pytest.ini")
-        log = self.logs / f"{name}-tests.log"
-        log.unlink(missing_ok=True)
         start = time.perf_counter()
-        proc = _run(
-            [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp, log=log
+        problems, entry_points = self.check_imports(name, python, rule, tmp)
+        report.seconds["imports"] = time.perf_counter() - start
+        report.problems += problems
+        outcome = check_tests(
+            python,
+            name,
+            project.dist.folder / "tests",
+            self.repo / "pytest.ini",
+            tmp,
+            self.logs,
+            full=self.full,
         )
-        report.seconds["tests"] = time.perf_counter() - start
-        lines = [
-            ln
-            for ln in log.read_text(encoding="utf-8", errors="replace").splitlines()
-            if ln.strip()
-        ]
-        report.summary = lines[-1].strip("= ") if lines else ""
-        if proc.returncode == 5:
-            report.problems.append(f"pytest collected no tests (log {log})")
-        elif proc.returncode != 0:
-            report.problems.append(
-                f"tests failed, exit {proc.returncode} (log {log}):\n{_tail(log, 40)}"
-            )
+        report.seconds.update(outcome.seconds)
+        report.problems += outcome.problems
+        report.summary = f"imports and {entry_points} entry points checked; {outcome.summary}"
         if not self.keep:
             shutil.rmtree(venv, ignore_errors=True)
         return report
@@ -492,16 +581,13 @@ class Isolation:
                 )
         return problems
 
-    def check_imports(self, name: str, python: Path, rule: Rule, cwd: Path) -> list[str]:
-        """Import every package of the distribution in a fresh interpreter outside the tree."""
-        script = (
-            "import importlib, json, sys\n"
-            f"names = {self.projects[name].dist.import_names!r}\n"
-            "files = {n: importlib.import_module(n).__file__ for n in names}\n"
-            "versions = {n: getattr(sys.modules[n], '__version__', None) for n in names}\n"
-            "loaded = sorted({m.split('.')[0] for m in sys.modules})\n"
-            "print(json.dumps({'files': files, 'versions': versions, 'loaded': loaded}))\n"
-        )
+    def check_imports(
+        self, name: str, python: Path, rule: Rule, cwd: Path
+    ) -> tuple[list[str], int]:
+        """Import every package, then load every entry point, in a fresh interpreter outside
+        the tree; returns the problems and the number of entry points loaded."""
+        project = self.projects[name]
+        script = IMPORT_SCRIPT.format(names=project.dist.import_names, dist=name)
         proc = subprocess.run(
             [str(python), "-I", "-c", script],
             cwd=cwd,
@@ -512,7 +598,7 @@ class Isolation:
             check=False,
         )
         if proc.returncode != 0:
-            return [f"import failed:\n{proc.stderr.strip()[-2000:]}"]
+            return [f"import failed:\n{proc.stderr.strip()[-2000:]}"], 0
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         problems = []
         site = str(python.parent.parent)
@@ -520,14 +606,124 @@ class Isolation:
             if not str(file).startswith(site):
                 problems.append(f"{module} was imported from {file}, not from the venv")
         for module, version in result["versions"].items():
-            if version != self.projects[name].version:
-                problems.append(
-                    f"{module}.__version__ is {version!r}, expected {self.projects[name].version}"
-                )
+            if version != project.version:
+                problems.append(f"{module}.__version__ is {version!r}, expected {project.version}")
         leaked = sorted(set(rule.forbid_imports) & set(result["loaded"]))
         if leaked:
             problems.append(f"importing {name} loads {', '.join(leaked)} (forbidden by its rule)")
-        return problems
+        for entry, error in result["entry_point_errors"].items():
+            problems.append(f"entry point {entry} does not load: {error}")
+        leaked = sorted(set(rule.forbid_imports) & set(result["loaded_by_entry_points"]))
+        if leaked:
+            problems.append(
+                f"loading the entry points of {name} loads {', '.join(leaked)} "
+                "(forbidden by its rule)"
+            )
+        return problems, result["entry_points"]
+
+
+#: Run with ``python -I -c`` in the venv: import the packages, then load every entry point.
+IMPORT_SCRIPT = """\
+import importlib, json, sys
+from importlib.metadata import distribution
+names = {names!r}
+files = {{n: importlib.import_module(n).__file__ for n in names}}
+versions = {{n: getattr(sys.modules[n], "__version__", None) for n in names}}
+loaded = sorted({{m.split(".")[0] for m in sys.modules}})
+errors = {{}}
+eps = list(distribution({dist!r}).entry_points)
+for ep in eps:
+    try:
+        ep.load()
+    except Exception as exc:
+        errors[f"{{ep.group}}:{{ep.name}} = {{ep.value}}"] = f"{{type(exc).__name__}}: {{exc}}"
+after = sorted({{m.split(".")[0] for m in sys.modules}})
+print(json.dumps({{"files": files, "versions": versions, "loaded": loaded,
+                  "entry_points": len(eps), "entry_point_errors": errors,
+                  "loaded_by_entry_points": after}}))
+"""
+
+
+@dataclass
+class TestOutcome:
+    """What the test stages found against one installed wheel."""
+
+    problems: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+
+
+def _pytest(python: Path, args: list[str], cwd: Path, log: Path) -> tuple[int, str, float]:
+    log.unlink(missing_ok=True)
+    start = time.perf_counter()
+    proc = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=cwd, log=log)
+    took = time.perf_counter() - start
+    return proc.returncode, pytest_summary(log.read_text(encoding="utf-8", errors="replace")), took
+
+
+def check_tests(
+    python: Path,
+    name: str,
+    tests: Path,
+    pytest_ini: Path,
+    cwd: Path,
+    logs: Path,
+    *,
+    full: bool = False,
+) -> TestOutcome:
+    """Copy ``tests`` and ``pytest_ini`` into ``cwd`` and run pytest there with ``python``.
+
+    Two stages: ``--collect-only`` of every test (no marker filter: slow and gpu tests must
+    collect too), then the smoke subset (``-m SMOKE_EXPRESSION``), or with ``full`` the whole
+    fast suite. Problems name the distribution and the log.
+    """
+    outcome = TestOutcome()
+    if not tests.is_dir():
+        outcome.problems.append(f"{name}: no tests/ folder")
+        return outcome
+    shutil.rmtree(cwd / "tests", ignore_errors=True)
+    shutil.copytree(tests, cwd / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(pytest_ini, cwd / "pytest.ini")
+
+    log = logs / f"{name}-collect.log"
+    rc, summary, took = _pytest(python, ["--collect-only", "-m", "", "tests"], cwd, log)
+    outcome.seconds["collect"] = took
+    collected = summary_counts(summary).get("tests", 0) if rc == 0 else 0
+    if rc == 5:
+        outcome.problems.append(f"{name}: pytest collected no tests (log {log})")
+    elif rc != 0:
+        outcome.problems.append(
+            f"{name}: tests do not collect against the installed wheel, exit {rc} "
+            f"(log {log}):\n{_tail(log, 30)}"
+        )
+
+    if full:
+        stage, args = "tests", ["tests"]
+    else:
+        stage, args = "smoke", ["-m", SMOKE_EXPRESSION, "tests"]
+    log = logs / f"{name}-{stage}.log"
+    rc, summary, took = _pytest(python, args, cwd, log)
+    outcome.seconds[stage] = took
+    counts = summary_counts(summary)
+    if rc == 5 and not full:
+        outcome.problems.append(
+            f"{name} has no smoke test: mark a few representative fast tests "
+            f"@pytest.mark.{SMOKE_MARKER} (log {log})"
+        )
+    elif rc == 5:
+        outcome.problems.append(f"{name}: pytest collected no tests (log {log})")
+    elif rc != 0:
+        outcome.problems.append(
+            f"{name}: {'smoke tests' if stage == 'smoke' else 'tests'} failed, exit {rc} "
+            f"(log {log}):\n{_tail(log, 40)}"
+        )
+    elif counts.get("passed", 0) == 0:
+        outcome.problems.append(
+            f"{name}: every {stage} test skipped, nothing was checked against the installed "
+            f"wheel ({summary}; log {log})"
+        )
+    outcome.summary = f"{collected} tests collect; {stage}: {summary or 'no pytest summary'}"
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,6 +737,12 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=None, help="work folder (default: a temporary one)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the venvs and the work folder")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="run the whole fast suite against each wheel instead of the smoke subset (slow; "
+        "what a release checks)",
+    )
     args = parser.parse_args(argv)
     if bool(args.names) == args.all:
         parser.error("give either --all or one or more distribution names")
@@ -548,7 +750,9 @@ def main(argv: list[str] | None = None) -> int:
     repo = find_repo_root(Path.cwd())
     work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="diff-isolation-"))
     try:
-        run = Isolation(repo, work, lowest=args.lowest, keep=args.keep or args.work is not None)
+        run = Isolation(
+            repo, work, lowest=args.lowest, keep=args.keep or args.work is not None, full=args.full
+        )
     except IsolationError as exc:
         print(f"isolation: {exc}")
         return 1
@@ -556,11 +760,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in run.projects]
     if unknown:
         parser.error(f"unknown distributions {unknown}; known: {sorted(run.projects)}")
-    print(f"isolation{' --lowest' if args.lowest else ''}: {', '.join(names)} (work folder {work})")
+    flags = "".join(f" --{f}" for f in ("lowest", "full") if getattr(args, f))
+    print(f"isolation{flags}: {', '.join(names)} (work folder {work})")
+    stage = "the whole fast suite" if args.full else "collecting every test, smoke tests"
     reports = []
+    run_start = time.perf_counter()
     for name in names:
         start = time.perf_counter()
-        print(f"[{name}] building, installing in a fresh venv, testing ...", flush=True)
+        print(f"[{name}] building, installing in a fresh venv, {stage} ...", flush=True)
         report = run.check_dist(name)
         report.seconds["total"] = time.perf_counter() - start
         reports.append(report)
@@ -570,7 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         for problem in report.problems:
             print(f"[{name}]   {problem}")
     failed = [r.name for r in reports if r.problems]
-    print(f"isolation: {len(reports) - len(failed)} passed, {len(failed)} failed")
+    took = time.perf_counter() - run_start
+    print(f"isolation: {len(reports) - len(failed)} passed, {len(failed)} failed in {took:.0f} s")
     if not failed and not (args.keep or args.work):
         shutil.rmtree(work, ignore_errors=True)
     elif failed:

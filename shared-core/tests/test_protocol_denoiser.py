@@ -57,6 +57,7 @@ def _gaussian_denoisers(xp):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.smoke
 def test_denoise_gives_the_exact_posterior_whatever_the_prediction(name):
     xp, asarray = backend(name)
     dt = FLOAT[name]

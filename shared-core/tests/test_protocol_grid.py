@@ -171,6 +171,7 @@ def test_sampler_step_protocol_defaults():
     assert dp.TimeGrid._fields == ("t", "logsnr")
 
 
+@pytest.mark.smoke
 def test_a_protocol_step_runs_a_chain_on_a_checked_grid():
     """A DDPM step written against the protocol alone (posterior + explicit noise) on a checked grid.
 

@@ -46,6 +46,7 @@ KINDS = ("numpy", "torch", "jax")
 # --- derive_seed ------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_derive_seed_matches_spec_and_is_stable():
     for args in [(0,), (1,), (SEED, 0), (SEED, 5, 3), (2**64 - 1, 2**63, 7), (0, 0, 0, 0)]:
         assert dp.derive_seed(*args) == _spec_seed(*args)

@@ -61,8 +61,9 @@ def test_init_reexports_every_spec_name():
         assert hasattr(dp, name), name
 
 
+@pytest.mark.smoke
 def test_version_matches_metadata():
-    assert dp.__version__ == importlib.metadata.version("diff-protocol") == "0.1.0"
+    assert dp.__version__ == importlib.metadata.version("diff-protocol") == "0.1.1"
 
 
 def test_import_pulls_in_no_framework():

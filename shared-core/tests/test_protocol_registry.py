@@ -110,6 +110,7 @@ def _run(body: str, extra_path: Path | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.smoke
 def test_available_lists_metadata_and_imports_nothing(plugin_path):
     out = _run(
         """

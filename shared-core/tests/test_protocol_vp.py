@@ -60,6 +60,7 @@ def _rel(a, b) -> float:
 
 
 @pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.smoke
 def test_vp_identities_float64(name):
     xp, asarray = backend(name)
     with _float64(name):

@@ -167,6 +167,7 @@ def test_matmul_method_agrees_and_rejects_per_dimension_stds():
         per_dim.posterior_mean(np.zeros((2, 2)), 0.0)
 
 
+@pytest.mark.smoke
 def test_denoiser_predictions_are_consistent_and_exact_at_the_ends():
     mix = problem("ring6").mixture
     z = _noisy(mix, 1.0, 9, seed=7)

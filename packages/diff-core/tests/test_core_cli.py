@@ -55,6 +55,7 @@ def test_bad_arguments_exit_2_naming_the_option():
     assert res.returncode == 2 and "--n" in res.stderr
 
 
+@pytest.mark.smoke
 def test_list_imports_no_framework():
     code = (
         "import sys\n"

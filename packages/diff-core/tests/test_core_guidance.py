@@ -32,6 +32,7 @@ def _labels(n, label=0):
     return np.full(n, label, dtype=np.int64)
 
 
+@pytest.mark.smoke
 def test_scale_one_and_zero_are_exact(g1d):
     den = g1d.denoiser("x")
     z = np.linspace(-4, 4, 101)[:, None]

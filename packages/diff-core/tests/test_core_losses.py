@@ -55,6 +55,7 @@ def _sig(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
+@pytest.mark.smoke
 def test_three_spaces_agree_float64_check13():
     x, eps, out, lam, slope = _random_problem(256)
     z = diffuse(x, eps, lam)

@@ -27,6 +27,7 @@ from diff_protocol.testing import backend
 BANDWIDTHS = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
+@pytest.mark.smoke
 def test_frechet_distance_closed_forms():
     d = frechet_distance_gaussians(np.zeros(2), [[2.0, 1.0], [1.0, 2.0]], np.zeros(2), np.eye(2))
     assert abs(d - (4 - 2 * math.sqrt(3))) < 1e-12 and abs(d - 0.5358984) < 1e-7

@@ -42,6 +42,7 @@ def _draw(name: str, sampler, n_steps: int, n: int, seed: int, final: str = "den
 
 
 @pytest.mark.parametrize(("n_steps", "expected"), [(2, 0.5), (4, 0.72855339), (10, 0.88348518)])
+@pytest.mark.smoke
 def test_ddim_std_normal_contraction_float64(n_steps, expected):
     factor = math.cos(math.pi / (2 * n_steps)) ** n_steps
     assert abs(factor - expected) < 5e-9

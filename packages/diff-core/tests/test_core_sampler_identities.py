@@ -25,6 +25,7 @@ def _run(prob, grid, sampler, seed=3, n=512, final="step"):
     return sample(prob.mixture.denoiser("x"), sampler, grid, noise, final=final)
 
 
+@pytest.mark.smoke
 def test_ddim_eta1_equals_ddpm_gamma0(ring6):
     prob, grid = ring6
     a = _run(prob, grid, ddim(eta=1.0))

@@ -50,6 +50,7 @@ def _cos_closed_form(t: np.ndarray, lmin: float, lmax: float) -> tuple[np.ndarra
 # check 8: cos±15
 
 
+@pytest.mark.smoke
 def test_cosine_check8_values_inverse_derivative():
     s = CosineSchedule(-15.0, 15.0)
     assert isinstance(s, Schedule)

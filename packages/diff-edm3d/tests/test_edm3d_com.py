@@ -25,6 +25,7 @@ def _basis(m: int) -> torch.Tensor:
     return q
 
 
+@pytest.mark.smoke
 def test_log_density_and_kl_against_brute_force():
     m = 4
     q = _basis(m)

@@ -160,6 +160,7 @@ def test_loss_and_nll_invariance(qm9_head, counts):
             assert relative_error(ref[name], other[name]) <= 1e-10, (case, name)
 
 
+@pytest.mark.smoke
 def test_oracle_nll_methane(qm9_head, counts):
     methane = qm9_head.subset(np.array([0]))
     assert int(methane.ids[0]) == 1 and int(methane.n_atoms[0]) == 5
@@ -217,6 +218,7 @@ def test_decode_slices_by_k_without_charges(qm9_head):
     assert QM9_WITH_H.symbols[int(types[0])] == "F" and int(charges[0]) == 9
 
 
+@pytest.mark.smoke
 def test_ddpm_step_equals_edm_eps_form():
     """diff-core's ancestral step from x_hat equals EDM's eps-form within 1e-10 (float64)."""
     from diff_core.samplers import ddpm

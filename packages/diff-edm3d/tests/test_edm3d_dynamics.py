@@ -99,6 +99,7 @@ def test_e3nn_irreps_order_matches_cartesian():
 
 
 @pytest.mark.parametrize("kind", ["egnn", "e3nn"])
+@pytest.mark.smoke
 def test_output_is_com_free_float32(noisy, kind):
     state, t = noisy
     net = (_e3nn() if kind == "e3nn" else boost_coordinate_head(_egnn())).float()

@@ -113,6 +113,7 @@ def test_from_files_centres_and_accepts_other_elements(tmp_path):
     assert ms.types.tolist() == [0, 1]
 
 
+@pytest.mark.smoke
 def test_sdf_roundtrip_bonds_and_validity_flag(tmp_path):
     bad = (
         np.array(METHANE[1]) * 0.2,

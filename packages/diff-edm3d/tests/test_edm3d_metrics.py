@@ -68,6 +68,7 @@ def test_float32_distances_match_official_scalar_loop(qm9_head):
             assert d[a, b] == official
 
 
+@pytest.mark.smoke
 def test_known_molecules_stable(qm9_head):
     for index, symbols in ((1, "CHHHH"), (4, "CCHH"), (6, "COHH")):
         sub = qm9_head.select_ids([index])

@@ -70,6 +70,7 @@ def test_missing_qm9pack_names_the_extra(monkeypatch):
         qm9pack_data_dir()
 
 
+@pytest.mark.smoke
 def test_head_parse(head):
     assert len(head) == 1000 and head.elements == QM9_WITH_H
     assert head.ids.tolist()[:3] == [1, 2, 3] and np.all(np.diff(head.ids) > 0)

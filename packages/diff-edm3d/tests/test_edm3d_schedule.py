@@ -24,6 +24,7 @@ def schedule():
     return EDMSchedule(T=1000, schedule="polynomial_2", precision=1e-5)
 
 
+@pytest.mark.smoke
 def test_table_values(schedule):
     g = schedule.gamma_table
     assert g.dtype == torch.float64 and g.shape == (1001,)

@@ -41,14 +41,16 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
 
 def measure(preset: str, batch_size: int, steps: int, matmul: float) -> list[dict]:
     from diff_pixel.data import Loader, digits
-    from diff_pixel.losses import recipe_loss
     from diff_pixel.models import build_model, count_macs
-    from diff_pixel.recipes import SiD2Recipe
+    from diff_pixel.sid import SiD2Recipe, recipe_loss
     from diff_pixel.train import (
+        DEFAULT_OPTIMIZER,
+        OptimizerSpec,
+        Phase,
+        StepSpec,
         TrainConfig,
         Trainer,
         data_mesh,
-        default_optimizer,
         init_train_state,
         make_train_step,
         replicate,
@@ -74,12 +76,14 @@ def measure(preset: str, batch_size: int, steps: int, matmul: float) -> list[dic
 
         # bare jitted step on its own state (same graphdef → the same compiled executable)
         mesh = data_mesh(1)
-        graphdef, state = init_train_state(build_model(preset), default_optimizer(cfg), cfg.seed)
+        optimizers = {DEFAULT_OPTIMIZER: OptimizerSpec().resolved(cfg)}
+        graphdef, state = init_train_state(build_model(preset), optimizers, cfg.seed)
         state = replicate(state, mesh)
-        step = make_train_step(graphdef, loss, cfg.ema_decay, cfg.ema_warmup, mesh=mesh)
+        spec = StepSpec(graphdef, (Phase(loss, (DEFAULT_OPTIMIZER,)),), tuple(optimizers.items()))
+        step = make_train_step(spec)
         batches = [shard_batch(next(loader), mesh) for _ in range(steps)]
         t0 = time.perf_counter()
-        state, m = step(state, batches[0], None)
+        state, m = step(state, batches[0], None, step=0)
         jax.block_until_ready((state, m))
         compile_s = time.perf_counter() - t0
 
@@ -91,7 +95,7 @@ def measure(preset: str, batch_size: int, steps: int, matmul: float) -> list[dic
         def run_bare() -> None:
             nonlocal state
             for b in batches:
-                state, metrics = step(state, b, None)
+                state, metrics = step(state, b, None, step=1)
                 bool(metrics["finite"])  # the same per-step host sync as the trainer
 
         host = [next(loader) for _ in range(steps)]

@@ -88,10 +88,17 @@ def forward_gmacs(config: Any) -> float:
 
 
 def bench_train(name: str, batch: int, args: argparse.Namespace, matmul: float) -> dict[str, Any]:
-    from diff_pixel.losses import recipe_loss
     from diff_pixel.models import count_macs, preset_config
-    from diff_pixel.recipes import SiD2Recipe
-    from diff_pixel.train import TrainConfig, default_optimizer, init_train_state, make_train_step
+    from diff_pixel.sid import SiD2Recipe, recipe_loss
+    from diff_pixel.train import (
+        DEFAULT_OPTIMIZER,
+        OptimizerSpec,
+        Phase,
+        StepSpec,
+        TrainConfig,
+        init_train_state,
+        make_train_step,
+    )
 
     overrides: dict[str, Any] = {"compute_dtype": "bfloat16", "attention_impl": args.attention}
     if args.head_dim:
@@ -101,9 +108,11 @@ def bench_train(name: str, batch: int, args: argparse.Namespace, matmul: float) 
     gmac = forward_gmacs(config)
     model = build(config)
     tcfg = TrainConfig.from_recipe(recipe, steps=args.warmup + args.steps, batch_size=batch)
-    graphdef, state = init_train_state(model, default_optimizer(tcfg), 0)
+    optimizers = {DEFAULT_OPTIMIZER: OptimizerSpec().resolved(tcfg)}
+    graphdef, state = init_train_state(model, optimizers, 0)
     del model
-    step = make_train_step(graphdef, recipe_loss(recipe), tcfg.ema_decay, tcfg.ema_warmup)
+    phase = Phase(recipe_loss(recipe), (DEFAULT_OPTIMIZER,))
+    step = make_train_step(StepSpec(graphdef, (phase,), tuple(optimizers.items())))
     rng = np.random.default_rng(0)
     data = {
         "x": jnp.asarray(
@@ -115,16 +124,16 @@ def bench_train(name: str, batch: int, args: argparse.Namespace, matmul: float) 
         "slot": jnp.arange(batch, dtype=jnp.int32),
     }
     t0 = time.perf_counter()
-    state, metrics = step(state, data, None)
+    state, metrics = step(state, data, None, step=0)
     jax.block_until_ready((state, metrics))
     compile_s = time.perf_counter() - t0
     for _ in range(args.warmup - 1):
-        state, metrics = step(state, data, None)
+        state, metrics = step(state, data, None, step=1)
     jax.block_until_ready(state)
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
-        state, metrics = step(state, data, None)
+        state, metrics = step(state, data, None, step=1)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
@@ -158,8 +167,8 @@ def bench_sampling(name: str, batch: int, args: argparse.Namespace) -> list[dict
     steps and the number of grid points inside the interval."""
     from diff_core.grids import uniform_t
     from diff_pixel.models import Cond, preset_config
-    from diff_pixel.recipes import SiD2Recipe
     from diff_pixel.sampling import sample
+    from diff_pixel.sid import SiD2Recipe
 
     overrides: dict[str, Any] = {"compute_dtype": "bfloat16", "attention_impl": args.attention}
     if args.head_dim:

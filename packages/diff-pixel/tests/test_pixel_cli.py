@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diff_pixel.cli import main
+from diff_pixel.sid.cli import main
 from diff_pixel.train import RunCheckpoints, read_metrics
 
 
@@ -45,7 +45,7 @@ def test_unknown_preset_exits_2_naming_the_argument(capsys):
 
 def test_console_script_entry_point():
     proc = subprocess.run(
-        [sys.executable, "-m", "diff_pixel.cli", "train", "--preset", "nope"],
+        [sys.executable, "-m", "diff_pixel.sid.cli", "train", "--preset", "nope"],
         capture_output=True,
         text=True,
         timeout=300,

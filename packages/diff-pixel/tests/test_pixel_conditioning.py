@@ -25,7 +25,10 @@ BASE = UViTConfig(
     head_dim=8,
     dropout=(0.0, 0.0, 0.0),
 )
-FULL = BASE.replace(num_classes=5, vector_dim=3, token_dim=4, spatial_channels=2)
+# Every built-in embedder, the spatial map also injected at every level.
+FULL = BASE.replace(
+    num_classes=5, vector_dim=3, token_dim=4, spatial_channels=2, spatial_levels=True
+)
 
 
 def _model(cfg, seed=0):
@@ -101,14 +104,16 @@ def test_bad_conditions_name_the_field(full):
     label_only = ResidualUViT(BASE.replace(num_classes=3), nnx.Rngs(0))
     zz = jnp.zeros((2, 8, 8, 2))
     with pytest.raises(
-        ValueError, match="cond.vector must be None: the model was built with vector_dim=0"
+        ValueError,
+        match=r"cond.vector must be None: the model has no embedder for it \(built with "
+        r"vector_dim=0\), got an array",
     ):
         label_only(zz, 0.0, Cond(label=jnp.zeros(2, jnp.int32), vector=jnp.zeros((2, 3))))
     with pytest.raises(ValueError, match="cond.spatial must be None"):
         label_only(zz, 0.0, Cond(label=jnp.zeros(2, jnp.int32), spatial=jnp.zeros((2, 8, 8, 1))))
 
 
-FRAMES = BASE.replace(frame_axis=True, vector_dim=3, spatial_channels=1)
+FRAMES = BASE.replace(frame_axis=True, vector_dim=3, spatial_channels=1, spatial_levels=True)
 
 
 def _frame_inputs(f=4):

@@ -39,6 +39,17 @@ def test_analytic_macs_exact():
     assert round(split["attention"] / 1e9) == 137
     assert count_macs(PRESETS["tiny-16"], batch=4)["total"] == 4 * g["tiny-16"]
 
+    # Small-input presets. A transformer block on n tokens of width C costs 12·C²·n (dense) +
+    # 2·n²·C (attention); a ResBlock C → C on n pixels 18·C²·n, on the down and the up path.
+    def block(c, n):
+        return 12 * c * c * n + 2 * n * n * c
+
+    assert g["tiny-8"] == 2 * 18 * 32**2 * 64 + 2 * block(64, 16) == 3_997_696
+    assert g["tiny-8-l1"] == 2 * block(64, 64) == 7_340_032
+    assert g["tiny-16-l1"] == g["tiny-32-l1"] == 4 * block(64, 64) == 14_680_064
+    one = count_macs(PRESETS["tiny-16-l1"])
+    assert one["mid"] == one["total"] and not any(k.startswith("level_") for k in one)
+
 
 @pytest.mark.parametrize(
     ("name", "target"), [("sid2-256-p2", 137.4), ("sid2-256-p1", 652.8), ("sid-2b-256-p2", 555.0)]
@@ -66,6 +77,10 @@ def test_lowered_and_compiled_costs_agree_on_tiny():
     compiled = (compiled[0] if isinstance(compiled, (list, tuple)) else compiled)["flops"] / 2
     assert abs(compiled / lowered - 1) < 0.006, (compiled, lowered)
     assert abs(lowered / 1e9 / 0.00808 - 1) < 0.02
+    # A one-level model lowers too; XLA adds the embeddings, AdaLN and the stem (≈ 9% here).
+    flat = abstract_model("tiny-16-l1")
+    ratio = xla_macs(flat, (1, 16, 16, 1), cond) / count_macs(flat.config)["total"]
+    assert 1.0 < ratio < 1.1, ratio
 
 
 def test_parameter_counts_and_patch_invariance():

@@ -18,6 +18,7 @@ from diff_pixel.data import (
 
 
 # -- digits ------------------------------------------------------------------------------------
+@pytest.mark.smoke
 def test_digits_split_sizes_and_identity_across_calls():
     train, test = digits(16), digits(16, split="test")
     assert len(train) == 1437 and len(test) == 360
@@ -135,6 +136,7 @@ def test_augment_draws_from_seed_and_position():
 
 
 # -- photos ------------------------------------------------------------------------------------
+@pytest.mark.smoke
 def test_photo_crops_reproducible_from_seed_and_position():
     src = photos(crop=24, names=("camera", "coffee"), flip=True)
     loader = Loader(src, 6, seed=11)

@@ -14,13 +14,13 @@ import math
 import pytest
 from PIL import Image
 
-from diff_pixel.cli import demo
+from diff_pixel.sid.cli import demo
 
 
 @pytest.mark.slow
 def test_digits_run_reaches_the_spec_accuracy(tmp_path):
     from diff_pixel.metrics import DigitsClassifier, evaluate_digits_model
-    from diff_pixel.recipes import RUN_PRESETS
+    from diff_pixel.sid import RUN_PRESETS
     from diff_pixel.train import Trainer
 
     out = tmp_path / "demo"

@@ -8,8 +8,10 @@ from flax import nnx
 
 from diff_core.metrics import mmd2
 from diff_core.testing import problem
-from diff_pixel.models import MLPDenoiser, SampledData, as_denoiser, fit_to_denoiser
+from diff_pixel.data import SampledData
+from diff_pixel.models import MLPDenoiser, as_denoiser
 from diff_pixel.sampling import sample
+from diff_pixel.train import fit_to_denoiser
 from diff_protocol import to_x_eps
 
 
@@ -68,7 +70,7 @@ def test_fit_mlp_to_ring8_exact_denoiser():
         schedule=p.schedule,
         steps=64,
         sampler="ddim",
-        clip_x=False,
+        x_clip=None,
     )
     ref, _ = p.mixture.sample(4096, 123)
     value = mmd2(np.asarray(x), ref)

@@ -11,19 +11,20 @@ import pytest
 from diff_core import losses as core_losses
 from diff_core import weighting
 from diff_core.testing import gaussian
-from diff_pixel.losses import (
-    diffusion_loss,
-    drop_mask,
-    example_keys,
-    noise_batch,
-    recipe_loss,
-    stratified_times,
-)
+from diff_pixel.losses import drop_mask, example_keys, noise_batch, stratified_times
 from diff_pixel.models import build_model
-from diff_pixel.recipes import RUN_PRESETS, SiD2Recipe, SiDRecipe, recipe_from_dict
+from diff_pixel.sid import (
+    RUN_PRESETS,
+    SiD2Recipe,
+    SiDRecipe,
+    diffusion_loss,
+    recipe_from_dict,
+    recipe_loss,
+)
 from diff_protocol import diffuse, v_target
 
 
+@pytest.mark.smoke
 def test_sid2_recipe_numbers_and_round_trip():
     r = SiD2Recipe.for_resolution(512)
     assert r.bias == -3.0 and SiD2Recipe.for_resolution(256).bias == -1.0

@@ -12,6 +12,7 @@ from diff_pixel.models import (
     PRESETS,
     Cond,
     ResidualUViT,
+    UViT,
     UViTConfig,
     abstract_model,
     build_model,
@@ -123,7 +124,9 @@ def test_dropout_placement(tiny, inputs):
 
 
 def test_uvit_forward_and_wavelet_stem():
-    sid = build_model("sid-tiny-16", seed=1)
+    # SiD's U-ViT with a spatial map injected at the start of every level.
+    sid = build_model("sid-tiny-16", seed=1, spatial_channels=1, spatial_levels=True)
+    assert list(sid.level_proj) == ["down_0", "down_1", "down_2", "mid", "up_2", "up_1", "up_0"]
     perturb(sid, 0, 0.05)
     z, lam, cond = random_inputs(sid.config, 2, 1)
     g, s = nnx.split(sid)
@@ -131,10 +134,44 @@ def test_uvit_forward_and_wavelet_stem():
     assert int(left) == 0 and out.shape == z.shape and out.dtype == jnp.float32
     assert feats["mid"].shape == (2, 2, 2, 128) and feats["up_0"].shape == (2, 16, 16, 16)
     assert bool(jnp.all(jnp.isfinite(out))) and float(jnp.std(out)) > 1e-3
+    # With the stem blind to the map (its kernel rows for map and mask zeroed), the map still
+    # acts, through the level injections.
+    sid.embed.conv.kernel[...] = sid.embed.conv.kernel[...].at[:, :, 1:, :].set(0.0)
+    fwd = jit_forward(sid)
+    moved = cond.replace(spatial=cond.spatial + 1.0)
+    assert float(jnp.max(jnp.abs(fwd(z, lam, moved) - fwd(z, lam, cond)))) > 1e-4
     # The 5/3 wavelet stem keeps the identity at initialisation.
     dwt = ResidualUViT(TWO_LEVEL.replace(image_size=16, dwt_levels=1), nnx.Rngs(6))
     assert dwt.embed.in_ch == 8
     assert_identity_at_init(dwt)
+
+
+def test_small_input_presets_build_run_and_start_as_identity():
+    """The 8×8, 16×16 and 32×32 CPU presets, one-level ones included (stem → transformer blocks
+    → head), in both architectures."""
+    expected = {  # name: (grid of the transformer blocks, channels, parameters)
+        "tiny-8": ((4, 4), 64, 307_425),
+        "tiny-8-l1": ((8, 8), 64, 431_553),
+        "tiny-16-l1": ((8, 8), 64, 728_772),
+        "tiny-32-l1": ((8, 8), 64, 727_504),
+    }
+    for name, (grid, channels, params) in expected.items():
+        model = build_model(name, seed=1)
+        cfg = model.config
+        assert cfg.grid(cfg.num_levels) == grid and cfg.channels[-1] == channels
+        assert sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))) == params
+        assert model.active_dropout_sites() == 2 * cfg.mid_blocks  # the middle level only
+        z, lam, cond = random_inputs(cfg, 2, 3)
+        g, s = nnx.split(model)
+        out, feats, left = forward_fn(g)(s, z, lam, cond, jax.random.key(4))
+        assert out.shape == z.shape and int(left) == 0 and bool(jnp.all(jnp.isfinite(out)))
+        assert feats["mid"].shape == (2, *grid, channels)
+        # Identity at initialisation, with dropout active (the same compiled function).
+        assert_identity_at_init(model, z, lam, cond, dropout_key=jax.random.key(4), eval_pass=False)
+    # A one-level SiD U-ViT: no ResBlock level, no skip.
+    flat = build_model("tiny-8-l1", arch="uvit")
+    assert isinstance(flat, UViT) and not flat.down and not flat.up
+    assert_identity_at_init(flat, eval_pass=False)
 
 
 @pytest.mark.slow
@@ -168,6 +205,8 @@ def test_config_round_trip_and_bad_input(tiny):
         (dict(head_dim=48), "channels must be divisible by head_dim=48"),
         (dict(arch="uvit"), "block_types must be all 'res'"),
         (dict(in_channels=0), "in_channels must be a positive int"),
+        (dict(channels=()), "channels must be a tuple of at least 1 positive int"),
+        (dict(channels=(16,)), r"blocks must be a tuple of len\(channels\) - 1 = 0 ints"),
     ]
     for overrides, msg in cases:
         with pytest.raises(ValueError, match=msg):

@@ -7,10 +7,9 @@ import pytest
 
 from diff_core.testing import EmpiricalDistribution
 from diff_pixel.data import ArraySource, Loader, digits
-from diff_pixel.losses import diffusion_loss
 from diff_pixel.models import Cond, build_model
-from diff_pixel.recipes import RUN_PRESETS
 from diff_pixel.sampling import sample
+from diff_pixel.sid import RUN_PRESETS, diffusion_loss
 from diff_pixel.train import TrainConfig, Trainer
 
 
@@ -67,7 +66,6 @@ def test_overfit_closes_the_gap_to_the_empirical_oracle(tmp_path):
         recipe,
         steps=1500,
         log_every=500,
-        sample_every=0,
         checkpoint_every=0,
         out_dir=str(tmp_path / "run"),
         progress=False,

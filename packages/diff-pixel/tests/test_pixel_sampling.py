@@ -23,7 +23,7 @@ def test_gaussian_moments_ancestral_and_ddim():
     den = gaussian(np.full((4, 4, 1), 0.5), np.full((4, 4, 1), 0.7)).denoiser("eps")
     shape = (4096, 4, 4, 1)
     x = np.asarray(
-        sample(den, shape=shape, key=jax.random.key(0), schedule=COSINE, steps=256, clip_x=False)
+        sample(den, shape=shape, key=jax.random.key(0), schedule=COSINE, steps=256, x_clip=None)
     )
     assert abs(x.mean() - 0.5) < 0.01, x.mean()
     assert abs(x.std() / 0.7 - 1) < 0.02, x.std()
@@ -39,7 +39,7 @@ def test_gaussian_moments_ancestral_and_ddim():
             schedule=COSINE,
             steps=64,
             sampler="ddim",
-            clip_x=False,
+            x_clip=None,
         )
     )
     assert abs(x.mean() - exact.mean) < 0.01, x.mean()
@@ -68,7 +68,7 @@ def test_guidance_interval(two_classes):
         key=jax.random.key(2),
         schedule=COSINE,
         steps=256,
-        clip_x=False,
+        x_clip=None,
         cond=label,
         null_cond=-1,
     )
@@ -110,6 +110,7 @@ def tiny_model():
     return model
 
 
+@pytest.mark.smoke
 def test_per_example_determinism():
     den = GaussianMixture([0.3, 0.7], np.array([[-0.5] * 4, [0.6] * 4]), [0.2, 0.3]).denoiser("eps")
     kw = dict(key=jax.random.key(5), schedule=COSINE, steps=24)

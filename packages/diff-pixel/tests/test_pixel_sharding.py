@@ -1,4 +1,5 @@
-"""Data parallelism: sharded equals unsharded (spec check 16), on 8 forced XLA CPU devices.
+"""Data parallelism: sharded equals unsharded (spec check 16) and resumes bitwise under a cosine
+schedule, on 8 forced XLA CPU devices.
 
 The comparison runs in a subprocess started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the flag must be set before jax starts).
@@ -12,27 +13,31 @@ import pytest
 from diff_pixel.testing import run_sharded_equality
 
 SCRIPT = r"""
-import json, tempfile
+import json, shutil, tempfile
 import numpy as np
 import jax
 from diff_pixel.data import Loader, digits
-from diff_pixel.losses import example_keys, noise_batch, recipe_loss, stratified_times
+from diff_pixel.losses import example_keys, noise_batch, stratified_times
 from diff_pixel.models import build_model
-from diff_pixel.recipes import RUN_PRESETS
-from diff_pixel.train import TrainConfig, Trainer, data_mesh, read_metrics, shard_batch
+from diff_pixel.sid import RUN_PRESETS, recipe_loss
+from diff_pixel.train import StopAt, TrainConfig, Trainer, data_mesh, read_metrics, shard_batch
 
 assert jax.device_count() == 8, jax.devices()
 recipe = RUN_PRESETS["digits"].recipe()
 loss = recipe_loss(recipe)
 
-def trainer(out, steps, mesh):
-    cfg = TrainConfig.from_recipe(recipe, steps=steps, batch_size=16, log_every=1,
-                                  checkpoint_every=3, sample_every=0, out_dir=out, progress=False)
+def trainer(out, mesh, hooks=()):
+    # the run's real schedule: cosine decay over its 4 steps (resume must be exact under it)
+    cfg = TrainConfig.from_recipe(recipe, steps=4, batch_size=16, log_every=1, lr_decay="cosine",
+                                  checkpoint_every=3, out_dir=out, progress=False)
     return Trainer(build_model("tiny-16"), loss, cfg, Loader(digits(16), 16, seed=0),
-                   mesh=mesh, recipe=recipe)
+                   mesh=mesh, recipe=recipe, hooks=hooks)
 
 def params(state):
-    return [np.asarray(x) for x in jax.tree.leaves(state.graph_state[0])]
+    return [np.asarray(x) for x in jax.tree.leaves(state.variables)]
+
+def leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 @jax.jit
 def draws(batch):
@@ -45,12 +50,12 @@ host_batch = next(Loader(digits(16), 16, seed=0))
 for n in MESHES:
     mesh = data_mesh(n)
     dirs[n] = tempfile.mkdtemp()
-    t = trainer(dirs[n], 3, mesh)
+    t = trainer(dirs[n], mesh, [StopAt(3)])
     state = t.run()
     report["losses"][n] = [r["loss"] for r in read_metrics(t.metrics_log.path)]
-    leaves = jax.tree.leaves(state.as_dict())
-    report["replicated"][n] = all(x.sharding.is_fully_replicated for x in leaves)
-    report["devices"][n] = len(leaves[0].sharding.device_set)
+    all_leaves = jax.tree.leaves(state)
+    report["replicated"][n] = all(x.sharding.is_fully_replicated for x in all_leaves)
+    report["devices"][n] = len(all_leaves[0].sharding.device_set)
     p = params(state)
     ref = p if ref is None else ref
     report["param_maxdiff"][n] = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, p))
@@ -62,16 +67,23 @@ for n in MESHES:
     report.setdefault("eps_bitwise", True)
     report["eps_bitwise"] &= bool(np.array_equal(eps_n, draws_ref[1]))
 
-# the checkpoint (step 3) of the largest mesh restores on one device; the next step matches the
-# 1-device run
-one = data_mesh(1)
-cont8 = trainer(dirs[max(MESHES)], 4, one)
-report["restored_step"] = cont8.restored_step
-cont8.run()
-cont1 = trainer(dirs[1], 4, one)
-cont1.run()
-report["loss4"] = [read_metrics(cont8.metrics_log.path)[-1]["loss"],
-                   read_metrics(cont1.metrics_log.path)[-1]["loss"]]
+big, one = max(MESHES), data_mesh(1)
+# the largest mesh's checkpoint (step 3) restores on one device; step 4 matches the 1-device run
+moved = tempfile.mkdtemp() + "/run"
+shutil.copytree(dirs[big], moved)
+cont = trainer(moved, one)
+report["restored_step"] = cont.restored_step
+cont.run()
+trainer(dirs[1], one).run()
+report["loss4"] = [read_metrics(moved + "/metrics.jsonl")[-1]["loss"],
+                   read_metrics(dirs[1] + "/metrics.jsonl")[-1]["loss"]]
+# on the largest mesh: stopped at 3 and resumed == uninterrupted, every leaf bitwise
+resumed = trainer(dirs[big], data_mesh(big)).run()
+full = trainer(tempfile.mkdtemp(), data_mesh(big)).run()
+report["resume_bitwise"] = all(
+    a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(leaves(full), leaves(resumed))
+)
+report["resume_leaves"] = len(leaves(full))
 print(json.dumps(report))
 """
 
@@ -100,6 +112,8 @@ def _check(report, meshes):
     assert report["restored_step"] == 3
     a, b = report["loss4"]
     assert abs(a - b) <= 1e-5 * abs(b)
+    # stopped at step 3 and resumed on the same mesh: bitwise equal to the uninterrupted run
+    assert report["resume_bitwise"] and report["resume_leaves"] > 100
 
 
 def test_sharded_step_equals_single_device_step(report):

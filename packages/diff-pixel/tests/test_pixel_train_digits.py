@@ -17,10 +17,9 @@ import pytest
 from flax import nnx
 
 from diff_pixel.data import Loader, digits
-from diff_pixel.losses import recipe_loss
 from diff_pixel.models import build_model
-from diff_pixel.recipes import RUN_PRESETS
-from diff_pixel.train import TrainConfig, Trainer, read_metrics
+from diff_pixel.sid import RUN_PRESETS, recipe_loss
+from diff_pixel.train import StopAt, TrainConfig, Trainer, read_metrics
 
 # The digits run preset's recipe (lr 2e-3, 100 warm-up steps, EMA 0.999) at batch 16: the same
 # optimiser and loss as `diff-pixel train --batch-size 16`, so the CLI test reuses this compile.
@@ -28,23 +27,22 @@ RECIPE = RUN_PRESETS["digits"].recipe()
 LOSS = recipe_loss(RECIPE)
 
 
-def make(out_dir, steps, *, precision="float32", **model_overrides):
+def make(out_dir, steps, *, precision="float32", hooks=(), **model_overrides):
     cfg = TrainConfig.from_recipe(
         RECIPE,
         steps=steps,
         batch_size=16,
         log_every=1,
         checkpoint_every=3,
-        sample_every=0,
         out_dir=str(out_dir),
         progress=False,
     )
     model = build_model("tiny-16", compute_dtype=precision, **model_overrides)
-    return Trainer(model, LOSS, cfg, Loader(digits(16), 16, seed=0), recipe=RECIPE)
+    return Trainer(model, LOSS, cfg, Loader(digits(16), 16, seed=0), recipe=RECIPE, hooks=hooks)
 
 
 def leaves(state):
-    return [np.asarray(x) for x in jax.tree.leaves(state.as_dict())]
+    return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +54,11 @@ def uninterrupted(tmp_path_factory):
 
 def test_resume_is_bitwise(uninterrupted, tmp_path):
     full_dir, full = uninterrupted
-    make(tmp_path, 3).run()
+    make(tmp_path, 6, hooks=[StopAt(3)]).run()
     # a save interrupted after step 3 leaves an incomplete Orbax temporary directory behind
     stray = tmp_path / "checkpoints" / "5.orbax-checkpoint-tmp-1761234567890"
-    os.makedirs(stray / "state")
-    (stray / "state" / "partial").write_bytes(b"\0" * 16)
+    os.makedirs(stray / "model")
+    (stray / "model" / "partial").write_bytes(b"\0" * 16)
     resumed = make(tmp_path, 6)
     assert resumed.restored_step == 3
     state = resumed.run()
@@ -81,14 +79,14 @@ def test_resume_is_bitwise(uninterrupted, tmp_path):
 def test_restore_returns_model_and_ema(uninterrupted):
     full_dir, full = uninterrupted
     model, ema, saved = Trainer.restore(full_dir)
-    assert saved["model"]["type"] == "ResidualUViT" and saved["recipe"]["name"] == "sid2"
+    assert saved["model"]["type"] == "residual_uvit" and saved["recipe"]["name"] == "sid2"
     raw_params = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
     ema_params = [np.asarray(x) for x in jax.tree.leaves(nnx.state(ema, nnx.Param))]
     # the EMA lags the raw weights; both come from the step-6 checkpoint
     assert any(not np.array_equal(a, b) for a, b in zip(raw_params, ema_params))
     trainer = make(full_dir, 6)
     assert trainer.restored_step == 6
-    for a, b in zip(ema_params, jax.tree.leaves(trainer.state.ema)):
+    for a, b in zip(ema_params, jax.tree.leaves(trainer.state.ema["model"]), strict=True):
         assert np.array_equal(a, np.asarray(b))
 
 
@@ -104,7 +102,9 @@ def test_bfloat16_compute_keeps_float32_state(tmp_path):
     f32 = make(tmp_path / "f32", 20)
     bf16 = make(tmp_path / "bf16", 20, precision="bfloat16")
     s32, s16 = f32.run(), bf16.run()
-    for leaf in jax.tree.leaves(s16.graph_state) + jax.tree.leaves(s16.ema):
+    for leaf in (
+        jax.tree.leaves(s16.variables) + jax.tree.leaves(s16.opt) + jax.tree.leaves(s16.ema)
+    ):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             assert leaf.dtype == jnp.float32
     model = bf16.model()

@@ -1,8 +1,9 @@
 """Trainer mechanics on a small NNX regression model (fast to compile).
 
-EMA formula, learning-rate schedule, non-finite handling (spec check 21), configuration mismatch
-errors, checkpoint atomicity, metrics truncation on resume, aux arguments, custom steps and
-sample grids. The diffusion-model checks (15, 20) are in test_pixel_train_digits.py.
+EMA formula, learning-rate schedules, non-finite handling (spec check 21), configuration mismatch
+errors, checkpoint atomicity, metrics truncation on resume, aux arguments, 0.1 checkpoints, hooks
+(sample grids, loss curve, interruption). Several networks, frozen parts and method state are in
+test_pixel_trainer_networks.py; the diffusion-model checks (15, 20) in test_pixel_train_digits.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import signal
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +23,16 @@ from flax import nnx
 from PIL import Image
 
 from diff_pixel.data import ArraySource, Loader
+from diff_pixel.images import LossCurveHook, SampleGridHook
 from diff_pixel.train import (
+    Hook,
+    StopAt,
     TrainConfig,
     Trainer,
+    TrainingInterrupted,
     ema_decay_at,
     lr_schedule,
     read_metrics,
-    train_step_fn,
 )
 
 
@@ -83,9 +90,7 @@ def make(out_dir, steps=4, seed=0, width=4, **kw):
         out_dir=str(out_dir),
         progress=False,
     )
-    trainer_kw = {
-        k: kw.pop(k) for k in list(kw) if k in ("aux", "sample_fn", "step_fn", "recipe", "resume")
-    }
+    trainer_kw = {k: kw.pop(k) for k in list(kw) if k in ("aux", "hooks", "recipe", "resume")}
     cfg_kw.update(kw)
     model = Regressor(width, rngs=nnx.Rngs(seed))
     return Trainer(
@@ -97,6 +102,7 @@ def params(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+@pytest.mark.smoke
 def test_ema_and_adamw_follow_their_formulas(tmp_path):
     trainer = make(tmp_path / "run")
     theta0 = params(nnx.state(trainer.model(), nnx.Param))
@@ -105,6 +111,7 @@ def test_ema_and_adamw_follow_their_formulas(tmp_path):
     assert m["finite"] and m["ema_decay"] == pytest.approx(0.1)  # min(0.99, (1+0)/(10+0))
     theta1 = params(nnx.state(trainer.model(), nnx.Param))
     ema1 = params(trainer.state.ema)
+    assert list(trainer.state.ema) == ["model"] and int(trainer.state.count["model"]) == 1
     for e, a, b in zip(ema1, theta0, theta1):
         np.testing.assert_allclose(
             e, np.float32(0.1) * a + np.float32(0.9) * b, rtol=1e-6, atol=1e-7
@@ -117,7 +124,7 @@ def test_ema_and_adamw_follow_their_formulas(tmp_path):
     assert float(ema_decay_at(5, 0.99, False)) == pytest.approx(0.99)
 
 
-def test_lr_schedule_warmup_and_cosine():
+def test_lr_schedule_warmup_cosine_and_linear():
     cfg = TrainConfig(steps=110, batch_size=1, lr=1.0, warmup_steps=10)
     f = lr_schedule(cfg)
     np.testing.assert_allclose(
@@ -126,6 +133,8 @@ def test_lr_schedule_warmup_and_cosine():
     g = lr_schedule(cfg.replace(lr_decay="cosine"))
     np.testing.assert_allclose(float(g(60)), 0.5 * (1 + np.cos(np.pi * 0.5)), atol=1e-6)
     np.testing.assert_allclose(float(g(110)), 0.0, atol=1e-7)
+    h = lr_schedule(cfg.replace(lr_decay="linear"))
+    np.testing.assert_allclose([float(h(c)) for c in (35, 60, 110)], [0.75, 0.5, 0.0], atol=1e-6)
 
 
 def test_nonfinite_raise_and_skip(tmp_path):
@@ -141,30 +150,33 @@ def test_nonfinite_raise_and_skip(tmp_path):
         trainer.step(bad)
     skipper = make(tmp_path / "skip", on_nonfinite="skip")
     skipper.step(batch)
-    before = params(skipper.state.graph_state) + params(skipper.state.ema)
+    before = params(skipper.state.variables) + params(skipper.state.ema) + params(skipper.state.opt)
     m = skipper.step(bad)
     assert not m["finite"]
-    after = params(skipper.state.graph_state) + params(skipper.state.ema)
+    after = params(skipper.state.variables) + params(skipper.state.ema) + params(skipper.state.opt)
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     assert skipper.step_count == 2  # the data stream moves on; the weights do not
+    assert int(skipper.state.count["model"]) == 1  # the discarded update is not counted
     m = skipper.step(batch)
-    assert m["finite"] and not np.array_equal(params(skipper.state.graph_state)[0], before[0])
+    assert m["finite"] and not np.array_equal(params(skipper.state.variables)[0], before[0])
 
 
 def test_resume_continues_exactly_and_truncates_metrics(tmp_path):
-    full = make(tmp_path / "full", steps=6)
+    full = make(tmp_path / "full", steps=6, hooks=[LossCurveHook()])
     full_state = full.run()
-    make(tmp_path / "split", steps=4).run()
+    first = make(tmp_path / "split", steps=6, hooks=[StopAt(4)])
+    first.run()
+    assert first.stopped_at == 4
     # a later, newer record left by a crash after the last checkpoint must be dropped on resume
     with open(tmp_path / "split" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 5, "loss": 123.0}) + "\n")
     # an interrupted Orbax save leaves a temporary directory: it is not a checkpoint
     os.makedirs(tmp_path / "split" / "checkpoints" / "6.orbax-checkpoint-tmp-1700000000" / "state")
-    resumed = make(tmp_path / "split", steps=6)
+    resumed = make(tmp_path / "split", steps=6, hooks=[LossCurveHook()])
     assert resumed.restored_step == 4
     assert [r["step"] for r in read_metrics(tmp_path / "split" / "metrics.jsonl")] == [1, 2, 3, 4]
     state = resumed.run()
-    for a, b in zip(params(full_state.as_dict()), params(state.as_dict())):
+    for a, b in zip(params(full_state), params(state), strict=True):
         assert np.array_equal(a, b)
     ra = read_metrics(tmp_path / "full" / "metrics.jsonl")
     rb = read_metrics(tmp_path / "split" / "metrics.jsonl")
@@ -184,10 +196,27 @@ def test_resume_continues_exactly_and_truncates_metrics(tmp_path):
     assert sorted(os.listdir(tmp_path / "split" / "checkpoints"))[:3] == ["2", "4", "6"]
 
 
-def test_exported_resume_check_passes():
+def test_exported_resume_check_passes_under_a_cosine_schedule():
     from diff_pixel.testing import assert_resume_bitwise
 
-    assert_resume_bitwise(lambda out_dir, steps: make(out_dir, steps=steps), 4)
+    report = assert_resume_bitwise(
+        lambda out_dir, hooks: make(out_dir, steps=5, lr_decay="cosine", hooks=hooks), 2
+    )
+    assert report == {"steps": 5, "stop_at": 2, "leaves": 21, "records": 5}
+
+
+def test_ctrl_c_checkpoints_and_raises_one_line(tmp_path):
+    class CtrlC(Hook):
+        def on_step(self, trainer, step, metrics):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    t = make(tmp_path / "run", steps=6, checkpoint_every=0, hooks=[CtrlC()])
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 3; checkpoint written"):
+        t.run()
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["3"]
+    assert make(tmp_path / "run", steps=6, checkpoint_every=0).restored_step == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_other_configuration_is_a_clear_error(tmp_path):
@@ -224,40 +253,51 @@ def test_batch_size_validation(tmp_path):
         TrainConfig(steps=1, batch_size=1, ema_decay=1.0)
 
 
-def test_aux_is_an_argument_and_step_fn_replaces_the_step(tmp_path):
+def test_aux_is_an_argument_not_a_constant(tmp_path):
     batch = next(Loader(source(), 8, seed=0))
     a = make(tmp_path / "a", aux={"scale": jnp.float32(1.0)})
     b = make(tmp_path / "b", aux={"scale": jnp.float32(3.0)})
-    la, lb = a.step(batch)["loss"], b.step(batch)["loss"]
+    la = a.step(batch)["loss"]
+    compiled = a._step.jitted((0,))._cache_size()
+    lb = b.step(batch)["loss"]
     assert lb > 2 * la  # the target scale reaches the loss through aux
-
-    calls = []
-
-    def frozen_step(graphdef, loss_fn, ema_decay, ema_warmup):
-        inner = train_step_fn(graphdef, loss_fn, ema_decay, ema_warmup)
-
-        def step(state, batch, aux):
-            calls.append(1)  # traced once
-            new, metrics = inner(state, batch, aux)
-            return new._replace(graph_state=state.graph_state), metrics
-
-        return step
-
-    c = make(tmp_path / "c", step_fn=frozen_step)
-    before = params(c.state.graph_state)
-    c.step(batch)
-    c.step(batch)
-    assert all(np.array_equal(x, y) for x, y in zip(before, params(c.state.graph_state)))
-    assert len(calls) == 1 and c.step_count == 2
+    # equal models and losses share one TrainStep; a new aux value is an argument: no recompile
+    assert a._step is b._step
+    assert a._step.jitted((0,))._cache_size() == compiled
 
 
-def test_sample_grids_and_loss_curve(tmp_path):
+V01_RUN = Path(__file__).parent / "data" / "v01_run"
+
+
+def test_a_0_1_checkpoint_loads_for_sampling_and_is_refused_for_resuming(tmp_path):
+    # tests/data/v01_run: 3 steps of a class- and vector-conditional 8x8 ResidualUViT written by
+    # diff-pixel 0.1.0 (git HEAD of 2026-12-06), with its raw and EMA outputs on fixed inputs
+    from diff_pixel.models import Cond
+
+    model, ema, saved = Trainer.restore(V01_RUN)
+    assert saved["format"] == 1 and saved["model"]["type"] == "ResidualUViT"
+    ref = np.load(V01_RUN / "reference.npz")
+    cond = Cond(label=jnp.array([0, 2]), vector=jnp.asarray([[0.5, -1.0], [1.0, 2.0]]))
+    lam, z = jnp.array([-1.0, 2.0]), jnp.asarray(ref["z"])
+    # the renamed label/vector embedder paths load: outputs equal 0.1's, bitwise
+    np.testing.assert_array_equal(np.asarray(model(z, lam, cond)), ref["raw"])
+    np.testing.assert_array_equal(np.asarray(ema(z, lam, cond)), ref["ema"])
+    assert np.abs(ref["raw"] - ref["ema"]).max() > 1e-2
+    run = tmp_path / "old"
+    shutil.copytree(V01_RUN, run)
+    message = r"written by diff-pixel 0\.1 \(train-state format 1\); diff-pixel 0\.2 cannot resume"
+    with pytest.raises(ValueError, match=message):
+        make(run, steps=4)
+
+
+def test_sample_grids_and_loss_curve_are_hooks(tmp_path):
     def sample_fn(model, key):
         x = jax.random.uniform(key, (6, 4, 4, 1), minval=-1, maxval=1)
         return jnp.clip(model(x), -1, 1), jnp.array([0, 1, 0, 1, 1, 1])
 
-    t = make(tmp_path / "s", steps=4, sample_every=2, sample_fn=sample_fn)
+    t = make(tmp_path / "s", steps=4, hooks=[SampleGridHook(sample_fn, every=2), LossCurveHook()])
     t.run()
+    assert (tmp_path / "s" / "loss.png").is_file()
     files = sorted(os.listdir(tmp_path / "s" / "samples"))
     assert files == ["step_0000002.png", "step_0000004.png"]
     img = np.asarray(Image.open(tmp_path / "s" / "samples" / files[-1]))

@@ -37,7 +37,7 @@ from .vp import (
     v_target,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = [
     "PREDICTIONS",

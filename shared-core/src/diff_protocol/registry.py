@@ -1,4 +1,4 @@
-"""Entry-point plugin registry for schedules, samplers and models.
+"""Entry-point plugin registry for schedules, samplers, models and conditioning embedders.
 
 Distributions declare plugins in their ``pyproject.toml``::
 
@@ -21,7 +21,7 @@ from .errors import RegistryError
 
 __all__ = ["GROUPS", "available", "load", "load_sampler", "refresh", "register"]
 
-GROUPS = ("diff.schedules", "diff.samplers", "diff.models")
+GROUPS = ("diff.schedules", "diff.samplers", "diff.models", "diff.embedders")
 
 _RUNTIME = "<runtime>"
 # group -> name -> list of (provider, "module:attr")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from typing import Any, Protocol, runtime_checkable
 
 from .arrays import Array
+from .io import dumps_json, from_jsonable
 
 __all__ = ["Schedule", "schedule_from_dict", "schedule_from_json", "schedule_to_json"]
 
@@ -38,30 +38,6 @@ class Schedule(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, float):
-        if math.isnan(value):
-            raise ValueError("schedule_to_json: schedule parameters must not be NaN, got nan")
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str):  # never compare arrays with strings (elementwise in numpy)
-        return math.inf if value == "inf" else -math.inf if value == "-inf" else value
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _decode(v) for k, v in value.items()}
-    return value
-
-
 def schedule_to_json(schedule: Schedule) -> str:
     """JSON text of ``schedule.to_dict()``; ±inf are written as the strings ``"inf"``/``"-inf"``."""
     to_dict = getattr(schedule, "to_dict", None)
@@ -69,7 +45,12 @@ def schedule_to_json(schedule: Schedule) -> str:
         raise TypeError(
             f"schedule_to_json: schedule must implement to_dict(), got {type(schedule).__name__}"
         )
-    return json.dumps(_encode(to_dict()), allow_nan=False, sort_keys=True)
+    try:
+        return dumps_json(to_dict())
+    except ValueError:
+        raise ValueError(
+            "schedule_to_json: schedule parameters must not be NaN, got a NaN parameter"
+        ) from None
 
 
 def schedule_from_json(text: str) -> Schedule:
@@ -81,7 +62,7 @@ def schedule_from_json(text: str) -> Schedule:
         raise ValueError(
             f"schedule_from_json: text must encode an object, got {type(data).__name__}"
         )
-    return schedule_from_dict(_decode(data))
+    return schedule_from_dict(from_jsonable(data))
 
 
 def schedule_from_dict(d: dict[str, Any]) -> Schedule:
@@ -93,7 +74,7 @@ def schedule_from_dict(d: dict[str, Any]) -> Schedule:
 
     if not isinstance(d, dict) or "name" not in d:
         raise ValueError(f"schedule_from_dict: d must be a dict with a 'name' key, got {d!r}")
-    rest = {k: _decode(v) for k, v in d.items() if k != "name"}
+    rest = {k: from_jsonable(v) for k, v in d.items() if k != "name"}
     name = d["name"]
     cls = load("diff.schedules", name)
     try:

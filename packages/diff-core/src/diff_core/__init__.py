@@ -23,7 +23,7 @@ from . import (
     weighting,
 )
 from .analytic import ConditionalMixture, EmpiricalDistribution, GaussianMixture, gaussian
-from .guidance import guided, interval_from_sigma, uncond_evaluations
+from .guidance import guided, interval_from_sigma, register_jax_pytrees, uncond_evaluations
 from .losses import diffusion_loss, training_inputs
 from .samplers import ddim, ddpm, dpmpp_2m, euler, heun
 from .sampling import SampleResult, StepInfo, nfe, sample
@@ -39,7 +39,7 @@ from .schedules import (
 from .timesampling import low_discrepancy_times, stratified_times, uniform_times
 from .weighting import Weighting, weighting_from_dict
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ConditionalMixture",
@@ -72,6 +72,7 @@ __all__ = [
     "low_discrepancy_times",
     "metrics",
     "nfe",
+    "register_jax_pytrees",
     "sample",
     "samplers",
     "schedules",

@@ -1,10 +1,21 @@
 """JAX sampling driver: steps 0..N−2 in one ``lax.scan`` under ``jax.jit``.
 
-The denoiser, sampler and options are static (hashable) arguments; the grid, the initial state, the
-condition and pytree noise sources (``jax_noise``, ``table_noise``) are traced, so a new key or a
-new grid of the same length does not recompile. The last step runs in the same jitted function but
-is traced separately, because whether ``logsnr[N]`` is infinite (corrector skipped) is decided on
-the host. Finiteness is carried as a per-step flag vector and raised on the host after the call.
+The denoiser, the noise source and the condition are each split by
+:func:`diff_core._jax_partition.partition`: their array leaves (weights, keys, tables, condition
+arrays) are traced arguments, and their tree structure plus non-array leaves are static. So new
+weights (updated in place or in a new object of the same structure), a new key or a new condition
+do not recompile, and a pytree denoiser's weights are never baked into the program. A plain
+function or unregistered object is static as a whole (hashed as it hashes itself). The sampler and
+options are static; the grid and the initial state are traced (a new grid of the same length does
+not recompile either).
+
+The last step runs in the same jitted function but is traced separately, because whether
+``logsnr[N]`` is infinite (corrector skipped) is decided on the host. Finiteness is carried as a
+per-step flag vector and raised on the host after the call.
+
+Float policy (the one of :mod:`diff_core.sampling`): the state keeps z's dtype; the denoiser sees
+logsnr as a (B,) vector in the working dtype (float32 for bf16/f16 states); the output conversion
+and the step coefficients use logsnr in float64 when ``jax_enable_x64`` is on, else float32.
 """
 
 from __future__ import annotations
@@ -16,9 +27,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from diff_protocol.noise import JaxNoise, TableNoise, register_jax_pytrees
-
-from .sampling import SampleResult, data_estimate, non_finite_error
+from ._driver_common import SampleResult, data_estimate, nfe, non_finite_error
+from ._jax_partition import partition
+from .guidance import register_jax_pytrees
 
 
 def _call(denoiser: Any, z: Any, logsnr: Any, cond: Any) -> Any:
@@ -29,12 +40,19 @@ def _work_dtype(z: Any) -> Any:
     return jnp.float32 if z.dtype in (jnp.bfloat16, jnp.float16) else z.dtype
 
 
+def _coefficient_dtype(work_dtype: Any) -> Any:
+    """Dtype of the step and conversion coefficients: float64 under ``jax_enable_x64``, else
+    float32 (or the working dtype when that is wider, which needs x64 anyway)."""
+    return jnp.float64 if jax.config.jax_enable_x64 else work_dtype
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "denoiser",
+        "denoiser_static",
+        "noise_static",
+        "cond_static",
         "sampler",
-        "static_noise",
         "final",
         "x_clip",
         "end_finite",
@@ -45,40 +63,45 @@ def _work_dtype(z: Any) -> Any:
 def _sample_jit(
     logsnr,
     logsnr_coef,
-    noise,
+    denoiser_arrays,
+    noise_arrays,
+    cond_arrays,
     z_init,
-    cond,
     *,
-    denoiser,
+    denoiser_static,
+    noise_static,
+    cond_static,
     sampler,
-    static_noise,
     final,
     x_clip,
     end_finite,
     trajectory,
     has_z_init,
 ):
-    noise = static_noise if static_noise is not None else noise
+    denoiser = denoiser_static.rebuild(denoiser_arrays)
+    noise = noise_static.rebuild(noise_arrays)
+    cond = cond_static.rebuild(cond_arrays)
+    prediction = denoiser.prediction
     z0 = z_init if has_z_init else noise(0)
     n = logsnr.shape[0] - 1
     batch_shape = (z0.shape[0],) if z0.ndim >= 1 else ()
 
-    def evaluate(z, lam):
-        lam_vec = jnp.broadcast_to(lam, batch_shape)
+    def evaluate(z, k):
+        lam_vec = jnp.broadcast_to(logsnr[k], batch_shape)
         out = _call(denoiser, z, lam_vec, cond)
-        x_hat = data_estimate(out, z, lam_vec, denoiser.prediction)
+        x_hat = data_estimate(out, z, logsnr_coef[k], prediction)
         if x_clip is not None:
             x_hat = jnp.clip(x_hat, -x_clip, x_clip)
         return x_hat
 
     def one_step(z, state, k, with_corrector):
         lam_t, lam_s = logsnr_coef[k], logsnr_coef[k + 1]
-        x_hat = evaluate(z, logsnr[k])
+        x_hat = evaluate(z, k)
         ok_out = jnp.all(jnp.isfinite(x_hat))
         draw = noise(k + 1) if sampler.stochastic else None
         z_pred, state = sampler.step(z, x_hat, lam_t, lam_s, draw, state)
         if sampler.corrector is not None and with_corrector:
-            x_pred = evaluate(z_pred, logsnr[k + 1])
+            x_pred = evaluate(z_pred, k + 1)
             ok_out = ok_out & jnp.all(jnp.isfinite(x_pred))
             z_new, state = sampler.corrector(z, x_hat, z_pred, x_pred, lam_t, lam_s, state)
         else:
@@ -97,7 +120,7 @@ def _sample_jit(
     )
     last = jnp.asarray(n - 1, dtype=jnp.int32)
     if final == "denoise":
-        z_last = evaluate(z, logsnr[n - 1])
+        z_last = evaluate(z, last)
         ok_o, ok_s = jnp.all(jnp.isfinite(z_last)), jnp.asarray(True)
     else:
         z_last, state, ok_o, ok_s = one_step(z, state, last, end_finite)
@@ -111,7 +134,7 @@ def _sample_jit(
 def run_scan(
     denoiser, sampler, grid, noise, *, cond, z_init, final, x_clip, return_trajectory, check_finite
 ):
-    register_jax_pytrees()
+    register_jax_pytrees()  # diff-core's and diff-protocol's classes (Guided, noise sources)
     if z_init is not None:
         probe = z_init
     elif hasattr(noise, "dtype") and hasattr(noise, "shape"):
@@ -120,35 +143,38 @@ def run_scan(
         probe = jax.eval_shape(noise, 0)
     dt = _work_dtype(probe)
     logsnr = jnp.asarray(grid.logsnr, dtype=dt)
-    # step coefficients in float64 when x64 is enabled (see _loop.py); float32 otherwise
-    coef_dt = jnp.float64 if jax.config.jax_enable_x64 else dt
+    coef_dt = _coefficient_dtype(dt)
     logsnr_coef = logsnr if coef_dt == dt else jnp.asarray(grid.logsnr, dtype=coef_dt)
     n = grid.n_steps
     end_finite = math.isfinite(float(grid.logsnr[-1]))
-    traced_noise = isinstance(noise, (JaxNoise, TableNoise))
+    denoiser_arrays, denoiser_static = partition(denoiser, name="denoiser")
+    noise_arrays, noise_static = partition(noise, name="noise")
+    cond_arrays, cond_static = partition(cond, name="cond")
     try:
-        z, ok, traj = _sample_jit(
-            logsnr,
-            logsnr_coef,
-            noise if traced_noise else None,
-            z_init,
-            cond,
-            denoiser=denoiser,
-            sampler=sampler,
-            static_noise=None if traced_noise else noise,
-            final=final,
-            x_clip=x_clip,
-            end_finite=end_finite,
-            trajectory=bool(return_trajectory),
-            has_z_init=z_init is not None,
-        )
+        hash(sampler)
     except TypeError as e:
-        if "hash" in str(e).lower():
-            raise TypeError(
-                "sample: under JAX the denoiser, sampler and non-pytree noise sources are static "
-                f"arguments of jax.jit and must be hashable ({e})"
-            ) from e
-        raise
+        raise TypeError(
+            "sample: under JAX the sampler is a static argument of jax.jit and must be hashable, "
+            f"got {type(sampler).__name__} ({e}); build it with a diff_core.samplers factory or "
+            "make its fields hashable"
+        ) from None
+    z, ok, traj = _sample_jit(
+        logsnr,
+        logsnr_coef,
+        denoiser_arrays,
+        noise_arrays,
+        cond_arrays,
+        z_init,
+        denoiser_static=denoiser_static,
+        noise_static=noise_static,
+        cond_static=cond_static,
+        sampler=sampler,
+        final=final,
+        x_clip=x_clip,
+        end_finite=end_finite,
+        trajectory=bool(return_trajectory),
+        has_z_init=z_init is not None,
+    )
     if check_finite:
         import numpy as np
 
@@ -164,7 +190,5 @@ def run_scan(
     else:
         z = jax.block_until_ready(z)
     if return_trajectory:
-        from .sampling import nfe
-
         return SampleResult(z, nfe(sampler, n, final, grid), list(traj))
     return z

@@ -8,7 +8,7 @@ from typing import Any
 
 from diff_protocol.arrays import namespace, work_dtype
 
-from .sampling import SampleResult, StepInfo, data_estimate, non_finite_error
+from ._driver_common import SampleResult, StepInfo, data_estimate, non_finite_error
 
 
 def _call(denoiser: Any, z: Any, logsnr: Any, cond: Any) -> Any:
@@ -63,10 +63,11 @@ def run_loop(
     dev = getattr(z, "device", None)
     batch_shape = (z.shape[0],) if len(z.shape) >= 1 else ()
 
-    # The denoiser sees logsnr as a (B,) vector in the state's working dtype, built once for the
-    # whole grid. Sampler steps and the output conversion get the host floats: their coefficients
-    # are then computed in double precision on the host (a float32 chain is ~3x closer to the
-    # float64 one than with float32 coefficients) and cost one scalar multiply each.
+    # Float policy (diff_core.sampling): the denoiser sees logsnr as a (B,) vector in the state's
+    # working dtype, built once for the whole grid. Sampler steps and the output conversion get the
+    # host floats: their coefficients are then computed in double precision on the host (a float32
+    # chain is ~3x closer to the float64 one than with float32 coefficients) and cost one scalar
+    # multiply each.
     if dev is not None:
         lam_all = xp.asarray(lam_host, dtype=dt, device=dev)
     else:

@@ -6,11 +6,18 @@ x̂ results whether the network predicts ε, x or v, because the conversions are
 ``(z, λ)``), with ``w(λ) = scale`` for ``λ ∈ [λ_lo, λ_hi)`` and 1 elsewhere. Outside the interval
 only the conditional network runs: Python loops branch on the host, JAX uses ``lax.cond`` so the
 unconditional work is skipped when the whole batch shares λ (the sampling driver's case).
+
+Conditions may be any pytree: the null condition is a number, an array, a dict, a pytree or a
+callable ``null_cond(cond)``; batching the two halves uses ``cond.concat(null)`` when the
+condition defines it (diff-pixel's ``Cond``, whose drop flags are None on the conditional side),
+else a leafwise concatenation. Under JAX :class:`Guided` is a pytree whose children are the
+wrapped networks, so the sampling driver traces their weights.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import array_api_compat
@@ -26,6 +33,7 @@ __all__ = [
     "guided",
     "in_interval",
     "interval_from_sigma",
+    "register_jax_pytrees",
     "uncond_evaluations",
 ]
 
@@ -94,31 +102,114 @@ def _call(denoiser: Any, z: Array, logsnr: Array, cond: Any) -> Array:
     return denoiser(z, logsnr) if cond is None else denoiser(z, logsnr, cond)
 
 
-def _concat_cond(xp: Any, cond: Any, null_cond: Any) -> Any:
-    """Concatenate the condition with the null condition along the batch axis."""
-    if isinstance(cond, dict):
-        if not isinstance(null_cond, dict) or set(null_cond) != set(cond):
+def _is_array(a: Any) -> bool:
+    return array_api_compat.is_array_api_obj(a)
+
+
+def _is_number(a: Any) -> bool:
+    return isinstance(a, (int, float)) and not isinstance(a, bool)
+
+
+def _is_null_fn(null_cond: Any) -> bool:
+    """A callable ``null_cond(cond) -> null condition`` (e.g. diff-pixel's ``Cond.null``)."""
+    return callable(null_cond) and not _is_array(null_cond)
+
+
+def _null_like(xp: Any, cond: Array, null: Any) -> Array:
+    """An array null condition shaped like the array ``cond``: a number fills it, an array is
+    broadcast to it."""
+    if _is_number(null):
+        return xp.full_like(cond, null)
+    if not _is_array(null):
+        raise TypeError(
+            "guided: null_cond must be a number or an array where cond is an array, got "
+            f"{type(null).__name__}"
+        )
+    if tuple(null.shape) == tuple(cond.shape):
+        return null
+    return xp.broadcast_to(null, cond.shape)
+
+
+def _is_jax_pytree(cond: Any, z: Array) -> bool:
+    """True for a non-array condition of a JAX state: a pytree to treat leaf by leaf."""
+    return array_api_compat.is_jax_array(z) and not _is_array(cond)
+
+
+def _tree_concat(xp: Any, cond: Any, null: Any) -> Any:
+    """Leafwise ``concat([cond, null], axis=0)`` of two pytrees of equal structure (a number
+    ``null`` fills every array leaf)."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(cond)
+    if _is_number(null):
+        null_leaves = [null] * len(leaves)
+    else:
+        null_leaves, null_def = jax.tree_util.tree_flatten(null)
+        if null_def != treedef:
             raise ValueError(
-                "guided: null_cond must be a dict with the keys of cond, "
-                f"got {type(null_cond).__name__}"
+                "guided: the null condition must have the tree structure of cond to be batched "
+                f"with it, got {null_def} for cond {treedef}; give the condition a "
+                "concat(other) method, or pass batch=False"
             )
-        return {k: _concat_cond(xp, cond[k], null_cond[k]) for k in cond}
-    null = _null_like(xp, cond, null_cond)
-    return xp.concat([cond, null], axis=0)
+    out = []
+    for a, b in zip(leaves, null_leaves, strict=True):
+        if _is_array(a):
+            out.append(xp.concat([a, _null_like(xp, a, b)], axis=0))
+        elif a is b or (type(a) is type(b) and a == b):
+            out.append(a)  # a static leaf shared by both halves
+        else:
+            raise ValueError(
+                "guided: non-array leaves of cond and of the null condition must be equal to be "
+                f"batched, got {a!r} and {b!r}"
+            )
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _null_like(xp: Any, cond: Array, null_cond: Any) -> Array:
-    if isinstance(null_cond, (int, float)):
-        return xp.full_like(cond, null_cond)
-    if tuple(null_cond.shape) == tuple(cond.shape):
-        return null_cond
-    return xp.broadcast_to(null_cond, cond.shape)
+def _concat_cond(xp: Any, cond: Any, null: Any) -> Any:
+    """The conditional and the null condition as one 2B batch along axis 0.
 
-
-def _null_only(xp: Any, cond: Any, null_cond: Any) -> Any:
+    ``cond.concat(null)`` when the condition defines it; arrays and dicts of them directly; other
+    pytrees (under JAX) leaf by leaf with equal structure.
+    """
+    if _is_array(cond):
+        return xp.concat([cond, _null_like(xp, cond, null)], axis=0)
+    concat = getattr(cond, "concat", None)
+    if callable(concat):
+        return concat(null)
     if isinstance(cond, dict):
-        return {k: _null_only(xp, cond[k], null_cond[k]) for k in cond}
-    return _null_like(xp, cond, null_cond)
+        if _is_number(null):
+            return {k: _concat_cond(xp, v, null) for k, v in cond.items()}
+        if not isinstance(null, dict) or set(null) != set(cond):
+            raise ValueError(
+                "guided: null_cond must be a number or a dict with the keys of cond "
+                f"{sorted(cond)}, got "
+                + (f"keys {sorted(null)}" if isinstance(null, dict) else type(null).__name__)
+            )
+        return {k: _concat_cond(xp, cond[k], null[k]) for k in cond}
+    return _tree_concat(xp, cond, null)
+
+
+def _can_batch(cond: Any, z: Array) -> bool:
+    """Conditions :func:`_concat_cond` can batch: arrays, dicts, objects with ``concat``, and
+    any pytree under JAX. Lists and tuples on numpy/torch are evaluated unbatched."""
+    if _is_array(cond) or isinstance(cond, dict) or callable(getattr(cond, "concat", None)):
+        return True
+    return _is_jax_pytree(cond, z)
+
+
+def _null_only(xp: Any, cond: Any, null: Any, z: Array) -> Any:
+    """The null condition alone, shaped like ``cond`` (the unbatched path)."""
+    if _is_array(cond):
+        return _null_like(xp, cond, null)
+    if isinstance(cond, dict) and (_is_number(null) or isinstance(null, dict)):
+        return {k: _null_only(xp, cond[k], null if _is_number(null) else null[k], z) for k in cond}
+    if _is_number(null) and _is_jax_pytree(cond, z):
+        import jax
+
+        return jax.tree_util.tree_map(
+            lambda a: _null_like(xp, a, null) if _is_array(a) else a, cond
+        )
+    return null  # a full null condition (given, or returned by a callable null_cond)
 
 
 class Guided:
@@ -126,6 +217,11 @@ class Guided:
 
     ``uncond_calls`` counts unconditional evaluations made on eager backends (numpy, torch,
     eager JAX); it is the figure :func:`uncond_evaluations` predicts.
+
+    Under JAX (after :func:`register_jax_pytrees`, which :func:`guided` and the sampling driver
+    call) it is a pytree: the children are the wrapped ``denoiser``, ``uncond`` and an array or
+    pytree ``null_cond``; ``scale``, ``interval``, ``batch``, ``prediction`` and a callable or
+    numeric ``null_cond`` are static. So a guided pytree model has traced weights in the driver.
     """
 
     def __init__(self, denoiser, scale, null_cond, uncond, interval, batch):
@@ -141,6 +237,9 @@ class Guided:
     def __repr__(self) -> str:
         return f"guided({self.denoiser!r}, scale={self.scale}, interval={self.interval})"
 
+    def _null(self, cond: Any) -> Any:
+        return self.null_cond(cond) if _is_null_fn(self.null_cond) else self.null_cond
+
     def _cond_only(self, z: Array, logsnr: Array, cond: Any) -> Array:
         return _call(self.denoiser, z, logsnr, cond)
 
@@ -153,15 +252,15 @@ class Guided:
             out_u = _call(self.uncond, z, logsnr, None)
             if self.uncond.prediction != self.prediction:
                 out_u = convert(out_u, z, logsnr, self.uncond.prediction, self.prediction)
-        elif self.batch and not isinstance(cond, (list, tuple)):
+        elif self.batch and _can_batch(cond, z):
             n = z.shape[0]
             zz = xp.concat([z, z], axis=0)
             ll = xp.concat([logsnr, logsnr], axis=0) if logsnr.ndim else logsnr
-            out = _call(self.denoiser, zz, ll, _concat_cond(xp, cond, self.null_cond))
+            out = _call(self.denoiser, zz, ll, _concat_cond(xp, cond, self._null(cond)))
             out_c, out_u = out[:n, ...], out[n:, ...]
         else:
             out_c = _call(self.denoiser, z, logsnr, cond)
-            out_u = _call(self.denoiser, z, logsnr, _null_only(xp, cond, self.null_cond))
+            out_u = _call(self.denoiser, z, logsnr, _null_only(xp, cond, self._null(cond), z))
         return cfg_combine(out_c, out_u, weight)
 
     def __call__(self, z: Array, logsnr: Array, cond: Any = None) -> Array:
@@ -188,6 +287,68 @@ class Guided:
         return self._cond_only(z, lam, cond)
 
 
+def _static_null(null_cond: Any) -> bool:
+    """A callable or numeric ``null_cond`` is static in :class:`Guided`'s pytree."""
+    return _is_null_fn(null_cond) or _is_number(null_cond)
+
+
+def _guided_flatten_with_keys(g: Guided) -> tuple[tuple, tuple]:
+    import jax
+
+    key = jax.tree_util.GetAttrKey
+    static_null = g.null_cond if _static_null(g.null_cond) else None
+    child_null = None if static_null is not None else g.null_cond
+    children = (
+        (key("denoiser"), g.denoiser),
+        (key("uncond"), g.uncond),
+        (key("null_cond"), child_null),
+    )
+    return children, (g.scale, g.interval, g.batch, g.prediction, static_null)
+
+
+def _guided_flatten(g: Guided) -> tuple[tuple, tuple]:
+    children, aux = _guided_flatten_with_keys(g)
+    return tuple(c for _, c in children), aux
+
+
+def _guided_unflatten(aux: tuple, children: Any) -> Guided:
+    scale, interval, batch, prediction, static_null = aux
+    denoiser, uncond, child_null = children
+    g = object.__new__(Guided)
+    g.denoiser, g.uncond, g.scale, g.interval, g.batch = denoiser, uncond, scale, interval, batch
+    g.null_cond = static_null if static_null is not None else child_null
+    g.prediction = prediction
+    g.uncond_calls = 0
+    return g
+
+
+_JAX_REGISTERED = False
+
+
+def register_jax_pytrees() -> None:
+    """Register diff-core's pytree classes with JAX (idempotent; imports JAX).
+
+    Registers :class:`Guided` (children: the wrapped denoiser, ``uncond`` and an array/pytree
+    ``null_cond``; static: ``scale``, ``interval``, ``batch``, ``prediction`` and a callable or
+    numeric ``null_cond``) and diff-protocol's noise sources
+    (:func:`diff_protocol.noise.register_jax_pytrees`). :func:`guided` calls it when JAX is
+    already imported and the JAX sampling driver calls it before every run, so users need it only
+    to pass a ``Guided`` built before JAX was imported through their own ``jax.jit``.
+    """
+    global _JAX_REGISTERED
+    if _JAX_REGISTERED:
+        return
+    import jax
+
+    from diff_protocol.noise import register_jax_pytrees as register_noise
+
+    register_noise()
+    jax.tree_util.register_pytree_with_keys(
+        Guided, _guided_flatten_with_keys, _guided_unflatten, _guided_flatten
+    )
+    _JAX_REGISTERED = True
+
+
 def guided(
     denoiser: Any,
     scale: float,
@@ -197,12 +358,21 @@ def guided(
     interval: tuple[float, float] | None = None,
     batch: bool = True,
 ) -> Guided:
-    """Classifier-free guided denoiser, optionally only inside a logsnr ``interval``.
+    """Classifier-free guided denoiser (arXiv 2207.12598), optionally only inside a logsnr
+    ``interval`` (arXiv 2404.07724).
 
-    Exactly one of ``null_cond`` (the same network with the null condition; a number, an array
-    like ``cond`` or a dict of those) and ``uncond`` (a separate unconditional denoiser) is given.
+    Exactly one of ``null_cond`` (the same network with the null condition) and ``uncond`` (a
+    separate unconditional denoiser) is given. ``null_cond`` is a number (fills an array
+    condition, or every array leaf of a pytree one), an array like ``cond``, a dict of those, a
+    full null pytree, or a callable ``null_cond(cond) -> null condition`` (e.g. a method that
+    returns the same condition with its drop flags set).
     ``scale = 1`` returns the conditional output exactly and ``scale = 0`` the unconditional one.
-    With ``batch=True`` the conditional and null-conditioned inputs run as one 2B batch.
+
+    With ``batch=True`` the conditional and null-conditioned inputs run as one 2B batch: the
+    condition is concatenated with ``cond.concat(null)`` when it has such a method, else as an
+    array or dict of arrays, else (under JAX) leaf by leaf along axis 0, which needs equal tree
+    structures (a ``ValueError`` names both otherwise). ``batch=False`` evaluates the null
+    condition in a separate call.
     """
     check_denoiser("guided", denoiser)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
@@ -214,6 +384,10 @@ def guided(
         )
     if uncond is not None:
         check_denoiser("guided", uncond)
+    if not isinstance(batch, bool):
+        raise TypeError(f"guided: batch must be a bool, got {type(batch).__name__}")
+    if "jax" in sys.modules:
+        register_jax_pytrees()
     return Guided(
         denoiser, float(scale), null_cond, uncond, _check_interval("guided", interval), batch
     )

@@ -12,6 +12,29 @@
 numpy, array-api-strict and torch run a Python loop (:mod:`diff_core._loop`); JAX runs steps in one
 ``lax.scan`` under ``jax.jit`` (:mod:`diff_core._jax_scan`). Given the same noise values
 (``table_noise``) the backends agree up to floating-point rounding.
+
+Float policy (the same on every backend; the driver is the only place it lives):
+
+- **State**: z keeps the dtype of ``z_init``, or of ``noise(0)`` when ``z_init`` is not given.
+  A bfloat16/float16 state is worked in float32 inside each step and conversion and cast back,
+  so the carried state stays in its own dtype.
+- **Denoiser input**: the denoiser sees logsnr as a (B,) vector (0-d for a 0-d state) in the
+  working dtype: the state's dtype, float32 for bfloat16/float16 states.
+- **Coefficients**: the step coefficients (α, σ, c, ratios) and the conversion of the denoiser's
+  output to x̂ are computed from logsnr in the highest precision the backend offers: host Python
+  floats (float64) in the Python loop; under JAX float64 when ``jax_enable_x64`` is on, else
+  float32. They are cast to the working dtype where they meet the state.
+
+``x_clip`` (a positive float or None) is the drivers' one clip argument: x̂ is clipped to
+``[−x_clip, x_clip]`` after the conversion, before the step (the samplers' own ``clip_x`` is for
+direct step calls).
+
+Under JAX the denoiser, the noise source and ``cond`` are split into traced array leaves and a
+hashable static rest (:mod:`diff_core._jax_partition`): a pytree denoiser (a Flax NNX module, a
+``jax.tree_util.register_dataclass`` class, a :class:`diff_core.guidance.Guided` around one) has
+traced weights, so weights updated in place, a swapped model of the same structure, a new key or a
+new condition reach the next call without recompiling. A plain function or unregistered object is
+static as a whole (as in diff-core 0.1): arrays it closes over are compile-time constants.
 """
 
 from __future__ import annotations
@@ -22,71 +45,11 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from diff_protocol import (
-    NonFiniteError,
-    SamplerStep,
-    TimeGrid,
-    check_denoiser,
-    check_grid,
-    to_x_eps,
-)
+from diff_protocol import SamplerStep, TimeGrid, check_denoiser, check_grid
+
+from ._driver_common import FINALS, SampleResult, StepInfo, nfe
 
 __all__ = ["SampleResult", "StepInfo", "nfe", "sample"]
-
-FINALS = ("denoise", "step")
-
-
-class StepInfo(NamedTuple):
-    """Passed to ``callback`` after each step (Python-loop backends)."""
-
-    k: int
-    t: float
-    t_next: float
-    logsnr: float
-    z: Any
-    x_hat: Any
-    nfe: int
-
-
-class SampleResult(NamedTuple):
-    """``x``: the samples; ``nfe``: denoiser evaluations; ``trajectory``: z at every grid point
-    (the last entry is the returned x)."""
-
-    x: Any
-    nfe: int
-    trajectory: list | Any | None
-
-
-def nfe(
-    sampler: SamplerStep, n_steps: int, final: str = "denoise", grid: TimeGrid | None = None
-) -> int:
-    """Denoiser evaluations of :func:`sample` (guidance adds its own, see
-    :func:`diff_core.guidance.uncond_evaluations`).
-
-    N for one-evaluation samplers; 2N − 1 for Heun with ``final="denoise"``; with ``final="step"``
-    Heun costs 2N, or 2N − 1 when the grid ends at ``logsnr = +inf`` (pass ``grid``).
-    """
-    if final not in FINALS:
-        raise ValueError(f"nfe: final must be 'denoise' or 'step', got {final!r}")
-    if sampler.corrector is None:
-        return n_steps
-    if final == "denoise":
-        return 2 * n_steps - 1
-    end_inf = grid is not None and math.isinf(float(grid.logsnr[-1]))
-    return 2 * n_steps - (1 if end_inf else 0)
-
-
-def data_estimate(output: Any, z: Any, logsnr: Any, prediction: str) -> Any:
-    """x̂ from a denoiser output: the output itself for x-prediction (no wasted ε̂), else via
-    :func:`diff_protocol.to_x_eps`."""
-    if tuple(output.shape) != tuple(z.shape):
-        raise ValueError(
-            f"sample: denoiser output shape {tuple(output.shape)} must equal z shape "
-            f"{tuple(z.shape)}"
-        )
-    if prediction == "x":
-        return output if output.dtype == z.dtype else to_x_eps(output, z, logsnr, "x")[0]
-    return to_x_eps(output, z, logsnr, prediction)[0]
 
 
 class _ShapeProbe(NamedTuple):
@@ -122,12 +85,6 @@ def _backend_of(a: Any) -> str:
     return "array_api"
 
 
-def non_finite_error(quantity: str, k: int, t: float, logsnr: float) -> NonFiniteError:
-    return NonFiniteError(
-        f"sample: {quantity} is not finite at step {k} (t={t:.4g}, logsnr={logsnr:.4g})"
-    )
-
-
 def sample(
     denoiser: Any,
     sampler: SamplerStep,
@@ -147,18 +104,22 @@ def sample(
     """Sample from ``denoiser`` with ``sampler`` along ``grid``.
 
     Args:
-      denoiser: a :class:`diff_protocol.Denoiser` (``prediction`` in eps, v, x). Under JAX it is a
-        static argument of the jitted loop and must be hashable.
+      denoiser: a :class:`diff_protocol.Denoiser` (``prediction`` in eps, v, x). Under JAX its
+        array leaves (:func:`jax.tree_util.tree_flatten`) are traced and the rest (tree structure,
+        non-array leaves) is a static argument of the jitted loop that must be hashable; a plain
+        function or an unregistered object is entirely static.
       sampler: a :class:`diff_protocol.SamplerStep` (e.g. ``diff_core.samplers.ddim()``).
       grid: :class:`diff_protocol.TimeGrid`, strictly decreasing t ending at exactly 0.
       noise: noise source ``noise(i)`` (:mod:`diff_protocol.noise`); draw 0 is the initial state,
-        step k uses draw k + 1. May be None when ``z_init`` is given and the sampler is
-        deterministic.
-      cond: conditioning passed to the denoiser (array, dict of arrays, ...).
+        step k uses draw k + 1. Under JAX a pytree source (``jax_noise``, ``table_noise``, a
+        registered dataclass holding a key) is traced like the denoiser. May be None when
+        ``z_init`` is given and the sampler is deterministic.
+      cond: conditioning passed to the denoiser (array, dict of arrays, any pytree). Under JAX
+        its array leaves are traced, its other leaves static.
       z_init: initial state; defaults to ``noise(0)``.
       final: ``"denoise"`` returns x̂ at the last grid point before 0; ``"step"`` returns the state
         after the last step (at t = 0).
-      x_clip: clip x̂ to [−x_clip, x_clip] before every step.
+      x_clip: clip x̂ to [−x_clip, x_clip] before every step (the drivers' one clip argument).
       callback: ``callback(StepInfo)`` per step (not under JAX; use ``return_trajectory``).
       progress: tqdm progress bar (Python loops).
       return_trajectory: return :class:`SampleResult` with the state at every grid point.

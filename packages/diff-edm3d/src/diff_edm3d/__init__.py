@@ -56,7 +56,7 @@ from .schedule import EDMSchedule
 from .sizes import AtomCountDistribution, PropertyGivenSize
 from .train import PRESETS, TrainConfig, Trainer, preset
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = [
     "DYNAMICS",

@@ -139,20 +139,16 @@ def save_classifier(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """``classifier.safetensors`` + ``classifier.json`` (config, property, normaliser)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from .data.io import atomic_write
+    from diff_protocol.io import atomic_write
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}
-    tmp = directory / ".classifier.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / "classifier.safetensors")
+    atomic_write(directory / "classifier.safetensors", save(tensors))
     meta = {"config": classifier.config(), "property": prop, "normaliser": normaliser.to_dict()}
     meta.update(extra or {})
-    text = json.dumps(meta, indent=1)
-    atomic_write(directory / "classifier.json", lambda f: f.write(text.encode()), overwrite=True)
+    atomic_write(directory / "classifier.json", json.dumps(meta, indent=1))
     return directory
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shutil
 import time
 from collections import deque
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from diff_protocol.io import atomic_write
 
 from .batch import collate
 from .checkpoint import (
@@ -487,9 +488,7 @@ class Trainer:
                     keep.append(line)
             except (json.JSONDecodeError, KeyError):
                 continue
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, "".join(k + "\n" for k in keep))
 
     # ------------------------------------------------------------------------------ steps
 
@@ -657,10 +656,7 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            cfg_path = self.out / "config.json"
-            tmp = cfg_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(cfg.to_dict(), indent=1), encoding="utf-8")
-            os.replace(tmp, cfg_path)
+            atomic_write(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1))
         every = cfg.checkpoint_every or cfg.eval_every or 500
         total = self.total_steps
         start_time = time.perf_counter()

@@ -1,21 +1,17 @@
-"""diff-pixel: pixel-space diffusion, SiD (arXiv 2301.11093) and SiD2 (arXiv 2410.19324).
+"""diff-pixel: the JAX platform of the diff-* monorepo, and pixel-space diffusion (SiD, SiD2).
 
-The JAX platform of the diff-* monorepo: layers (:mod:`diff_pixel.nn`), U-ViT backbones
-(:mod:`diff_pixel.models`), recipes and loss, the jitted sampler, the reusable trainer
-(:mod:`diff_pixel.train`), deterministic data (:mod:`diff_pixel.data`) and honest offline metrics
-(:mod:`diff_pixel.metrics`). The names below are the public API (spec §12); submodules hold the
-rest.
+The top level is the platform other JAX packages build on: layers (:mod:`diff_pixel.nn`),
+backbones, conditioning embedders and parameterisation wrappers (:mod:`diff_pixel.models`), the
+trainer (:mod:`diff_pixel.train`), sampling through diff-core's driver
+(:mod:`diff_pixel.sampling`), data loaders (:mod:`diff_pixel.data`), pictures
+(:mod:`diff_pixel.images`) and honest offline metrics (:mod:`diff_pixel.metrics`). The SiD
+(arXiv 2301.11093) / SiD2 (arXiv 2410.19324) application (recipes, their loss, run presets, the
+command line) is the subpackage :mod:`diff_pixel.sid`; nothing here imports it.
 """
 
-from diff_pixel.data import Loader, digits, image_folder, photos
-from diff_pixel.images import save_grid
-from diff_pixel.losses import (
-    diffusion_loss,
-    example_keys,
-    noise_batch,
-    recipe_loss,
-    stratified_times,
-)
+from diff_pixel.data import Loader, SampledData, digits, image_folder, photos
+from diff_pixel.images import LossCurveHook, SampleGridHook, save_grid
+from diff_pixel.losses import drop_mask, example_keys, noise_batch, stratified_times, uniform_times
 from diff_pixel.metrics import (
     DigitsClassifier,
     class_accuracy,
@@ -32,25 +28,43 @@ from diff_pixel.models import (
     as_denoiser,
     build_model,
     count_macs,
-    fit_to_denoiser,
     split_denoiser,
     xla_macs,
 )
-from diff_pixel.recipes import SiD2Recipe, SiDRecipe
-from diff_pixel.sampling import sample, sample_to_npz
-from diff_pixel.train import TrainConfig, Trainer, TrainState, data_mesh, make_train_step
+from diff_pixel.sampling import ExampleNoise, sample, sample_to_npz
+from diff_pixel.train import (
+    Frozen,
+    Hook,
+    OptimizerSpec,
+    Phase,
+    StopAt,
+    TrainConfig,
+    Trainer,
+    TrainState,
+    data_mesh,
+    fit_to_denoiser,
+    freeze,
+    make_train_step,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PRESETS",
     "Cond",
     "DigitsClassifier",
+    "ExampleNoise",
+    "Frozen",
+    "Hook",
     "Loader",
+    "LossCurveHook",
     "MLPDenoiser",
+    "OptimizerSpec",
+    "Phase",
     "ResidualUViT",
-    "SiD2Recipe",
-    "SiDRecipe",
+    "SampleGridHook",
+    "SampledData",
+    "StopAt",
     "TrainConfig",
     "TrainState",
     "Trainer",
@@ -62,21 +76,22 @@ __all__ = [
     "class_accuracy",
     "count_macs",
     "data_mesh",
-    "diffusion_loss",
     "digits",
     "digits_feature_distance",
+    "drop_mask",
     "example_keys",
     "fit_to_denoiser",
+    "freeze",
     "image_folder",
     "make_train_step",
     "noise_batch",
     "photos",
-    "recipe_loss",
     "sample",
     "sample_to_npz",
     "save_grid",
     "split_denoiser",
     "stratified_times",
     "train_digits_classifier",
+    "uniform_times",
     "xla_macs",
 ]

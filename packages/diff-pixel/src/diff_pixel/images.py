@@ -6,6 +6,9 @@
 * :func:`save_loss_curve`: the training loss against the step, and, when the records carry
   per-λ-bin sums and counts, one thin curve per bin (the loss function's ``*_sum``/``*_count``
   metric pairs), on a log axis when the values span more than a decade.
+* Trainer hooks (:class:`~diff_pixel.train.Hook`): :class:`SampleGridHook` writes
+  ``samples/step_XXXXXXX.png`` every ``every`` steps and at the end from a fixed key;
+  :class:`LossCurveHook` draws ``loss.png`` from ``metrics.jsonl`` at the end (and when stopped).
 
 Files are written atomically (temporary file + ``os.replace``).
 """
@@ -20,9 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from diff_pixel.train.logging import atomic_write_bytes
+from diff_pixel.train.hooks import Hook
+from diff_pixel.train.logging import read_metrics
+from diff_protocol.io import atomic_write
 
-__all__ = ["make_grid", "save_grid", "save_loss_curve", "to_uint8"]
+__all__ = [
+    "LossCurveHook",
+    "SampleGridHook",
+    "make_grid",
+    "save_grid",
+    "save_loss_curve",
+    "to_uint8",
+]
 
 
 def to_uint8(images: Any) -> np.ndarray:
@@ -120,7 +132,7 @@ def save_grid(
         raise ValueError(f"save_grid: scale must be a positive int, got {scale!r}")
     grid = make_grid(images, nrow, labels=labels, padding=padding)
     big = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1) if scale > 1 else grid
-    atomic_write_bytes(path, _png_bytes(big))
+    atomic_write(path, _png_bytes(big))
     return grid
 
 
@@ -231,4 +243,58 @@ def save_loss_curve(
         draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=(0, 0, 0))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
+
+
+class SampleGridHook(Hook):
+    """Write a sample grid every ``every`` steps and at the end of a run.
+
+    ``sample_fn(ema_model, key) -> images`` or ``(images, labels)`` (images in [−1, 1], NHWC);
+    the key is the trainer's fixed sampling key, so the grids of a run are comparable. Written
+    by process 0 to ``out_dir/samples/step_{step:07d}.png`` (``every=0``: only at the end).
+    """
+
+    def __init__(self, sample_fn: Any, every: int = 1000, *, scale: int = 1) -> None:
+        if not callable(sample_fn):
+            raise TypeError(
+                f"SampleGridHook: sample_fn must be callable, got {type(sample_fn).__name__}"
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"SampleGridHook: every must be an int >= 0, got {every!r}")
+        self.sample_fn, self.every, self.scale = sample_fn, every, scale
+        self.paths: list[str] = []
+
+    def write(self, trainer: Any, step: int) -> str:
+        import jax
+
+        out = self.sample_fn(trainer.ema_model(), trainer.sample_key())
+        images, labels = out if isinstance(out, tuple) else (out, None)
+        path = os.path.join(trainer.out_dir, "samples", f"step_{step:07d}.png")
+        if trainer.is_main:
+            save_grid(
+                path,
+                np.asarray(jax.device_get(images)),
+                labels=None if labels is None else np.asarray(jax.device_get(labels)),
+                scale=self.scale,
+            )
+        self.paths.append(path)
+        return path
+
+    def on_step(self, trainer: Any, step: int, metrics: Mapping[str, Any]) -> None:
+        if self.every and step % self.every == 0 and step != trainer.config.steps:
+            self.write(trainer, step)
+
+    def on_end(self, trainer: Any) -> None:
+        self.write(trainer, trainer.config.steps)
+
+
+class LossCurveHook(Hook):
+    """Draw ``out_dir/loss.png`` from ``metrics.jsonl`` when the run ends (process 0)."""
+
+    def __init__(self, key: str = "loss") -> None:
+        self.key = key
+
+    def on_end(self, trainer: Any) -> None:
+        records = read_metrics(trainer.metrics_log.path)
+        if trainer.is_main and any(self.key in r for r in records):
+            save_loss_curve(os.path.join(trainer.out_dir, "loss.png"), records, key=self.key)

@@ -1,23 +1,21 @@
-"""Sampling under ``jax.jit``: a ``lax.scan`` over diff-core sampler steps with classifier-free
-guidance inside a λ-interval and per-example noise.
+"""Sampling diff-pixel models: a thin adapter over diff-core's one driver.
 
-Guidance (Ho & Salimans, arXiv 2207.12598) inside an interval (Kynkäänniemi et al.,
-arXiv 2404.07724): at grid point k with :math:`\\lambda_k` in ``interval`` the conditional and the
-null-conditioned inputs are evaluated as one batch of 2B and combined by diff-core's
-:math:`\\hat v = \\hat v_u + w(\\hat v_c - \\hat v_u)`; elsewhere only the conditional call runs
-(``lax.cond`` on a per-step flag). The time grid (diff-core ``uniform_t``), the sampler step
-(diff-core ``ddpm``/``ddim``), the interval rule and the CFG combination all come from diff-core;
-this module only owns the loop, so that an NNX model's parameters are traced arguments (no
-recompilation for new weights and no multi-GB constants).
+:func:`sample` turns diff-pixel's conventions into a :func:`diff_core.sample` call and adds
+nothing else: the schedule becomes a uniform-t grid (diff-core ``grids.uniform_t``), a
+:class:`~diff_pixel.models.Cond` gets its null for classifier-free guidance (Ho & Salimans,
+arXiv 2207.12598) inside a λ-interval (Kynkäänniemi et al., arXiv 2404.07724) through
+diff-core's ``guided``, and the noise is per example (:class:`ExampleNoise`). The loop, the
+sampler step (any sampler registered under ``diff.samplers``), the clipping and the float policy
+are diff-core's; the model's parameters are traced arguments of the compiled loop, so new
+weights never recompile and never go stale.
 """
 
 from __future__ import annotations
 
-import functools
+import io
 import math
 import os
-import tempfile
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -26,119 +24,80 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from diff_core import grids, samplers
+from diff_core import grids
 from diff_core import guidance as core_guidance
+from diff_core import sample as core_sample
+from diff_core import samplers as core_samplers
+from diff_pixel.losses import example_keys
 from diff_pixel.models.cond import Cond
-from diff_protocol import to_x_eps
+from diff_pixel.models.denoiser import as_denoiser
+from diff_protocol import PREDICTIONS, SamplerStep, load_sampler
+from diff_protocol.io import atomic_write
 
-__all__ = ["sample", "sample_noise", "sample_to_npz"]
-
-_PREDICTIONS = ("eps", "v", "x")
-
-
-def sample_noise(
-    key: jax.Array, first_index: int | jax.Array, batch: int, shape: tuple[int, ...], i: Any
-) -> jax.Array:
-    """Draw ``i`` of the per-example noise: row j is
-    ``normal(fold_in(fold_in(key, first_index + j), i), shape)``."""
-    idx = jnp.asarray(first_index, jnp.uint32) + jnp.arange(batch, dtype=jnp.uint32)
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, idx)
-    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), shape))(keys)
+__all__ = ["ExampleNoise", "sample", "sample_to_npz", "sampler_step"]
 
 
-def _concat(a: Any, b: Any) -> Any:
-    return jax.tree.map(lambda x, y: jnp.concatenate([x, y], axis=0), a, b)
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class ExampleNoise:
+    """Per-example noise source for diff-core's driver (a pytree: a new key does not recompile).
+
+    Draw ``i`` of example j is ``normal(fold_in(fold_in(key, first_index + j), d(i)), shape)``
+    with ``d(0) = steps`` (the initial state) and ``d(k + 1) = k`` (step k): diff-pixel 0.1's
+    numbering, so a seed gives the same samples as in 0.1, and a sample depends only on
+    (key, first_index + j), never on the batch split.
+    """
+
+    key: jax.Array
+    first_index: jax.Array
+    shape: tuple[int, ...] = field(default=(), metadata={"static": True})
+    steps: int = field(default=0, metadata={"static": True})
+
+    @property
+    def dtype(self) -> Any:
+        return jnp.float32
+
+    def __call__(self, i: Any) -> jax.Array:
+        i = jnp.asarray(i, jnp.int32)
+        draw = jnp.where(i == 0, self.steps, i - 1).astype(jnp.uint32)
+        rows = self.first_index + jnp.arange(self.shape[0], dtype=jnp.uint32)
+        keys = example_keys(self.key, rows)
+        return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, draw), self.shape[1:]))(
+            keys
+        )
 
 
-def _split_model(model: Any) -> tuple[Any, Any, str, bool]:
-    """(static part, traced part, prediction, is_nnx)."""
-    if isinstance(model, nnx.Module):
-        graphdef, state = nnx.split(model)
-        return graphdef, state, getattr(model, "prediction", "v"), True
+def sampler_step(sampler: str | SamplerStep, gamma: float = 0.0) -> SamplerStep:
+    """A :class:`~diff_protocol.SamplerStep`: ``"ddpm"`` (ancestral, variance interpolation
+    ``gamma``), ``"ddim"`` (η = 0), any other name registered under ``diff.samplers`` (default
+    arguments), or a step object as it is."""
+    if isinstance(sampler, SamplerStep):
+        return sampler
+    if not isinstance(sampler, str):
+        raise TypeError(
+            f"sample: sampler must be a name or a SamplerStep, got {type(sampler).__name__}"
+        )
+    if sampler == "ddpm":
+        return core_samplers.ddpm(gamma)
+    if sampler == "ddim":
+        return core_samplers.ddim(0.0)
+    try:
+        return load_sampler(sampler)
+    except LookupError as err:
+        raise ValueError(f"sample: sampler must be a registered sampler name ({err})") from None
+
+
+def _model_denoiser(model: Any) -> Any:
     if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], nnx.GraphDef):
-        graphdef, state = model
-        pred = getattr(nnx.merge(graphdef, state), "prediction", "v")
-        return graphdef, state, pred, True
-    if callable(model) and getattr(model, "prediction", None) in _PREDICTIONS:
-        return model, None, model.prediction, False
+        model = nnx.merge(*model)
+    if isinstance(model, nnx.Module):
+        return as_denoiser(model)
+    if callable(model) and getattr(model, "prediction", None) in PREDICTIONS:
+        return model
     raise TypeError(
         "sample: model must be an nnx.Module, a (graphdef, state) pair or a diff-protocol Denoiser "
-        f"with prediction in {_PREDICTIONS}, got {type(model).__name__}"
+        f"with prediction in {PREDICTIONS}, got {type(model).__name__}"
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _sampler_fn(
-    static: Any,
-    is_nnx: bool,
-    prediction: str,
-    shape: tuple[int, ...],
-    steps: int,
-    sampler: str,
-    gamma: float,
-    guided: str,
-    clip_x: bool,
-    mesh: Mesh | None,
-) -> Callable[..., jax.Array]:
-    """The jitted sampler; ``guided`` is "none", "cfg" (2B-batch CFG where inside) or "null"
-    (w = 0: the null condition alone where inside, which is exactly CFG with w = 0)."""
-    step_fn = samplers.ddpm(gamma) if sampler == "ddpm" else samplers.ddim(0.0)
-    batch = shape[0]
-    sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
-
-    def constrain(a: jax.Array) -> jax.Array:
-        return a if sharding is None else jax.lax.with_sharding_constraint(a, sharding)
-
-    def run(state, key, first_index, logsnr, inside, scale, cond, null_cond):
-        if is_nnx:
-            net = nnx.merge(static, state)
-
-            def call(z, lam, c):
-                return net(z, lam, c) if c is not None else net(z, lam)
-        else:
-
-            def call(z, lam, c):
-                return static(z, lam) if c is None else static(z, lam, c)
-
-        def x_hat_at(z, k):
-            lam = jnp.full((batch,), logsnr[k], jnp.float32)
-
-            def cond_only(z):
-                return call(z, lam, cond)
-
-            if guided == "cfg":
-
-                def both(z):
-                    out = call(
-                        jnp.concatenate([z, z], axis=0),
-                        jnp.concatenate([lam, lam]),
-                        _concat(cond, null_cond),
-                    )
-                    return core_guidance.cfg_combine(out[:batch], out[batch:], scale)
-
-                out = jax.lax.cond(inside[k], both, cond_only, z)
-            elif guided == "null":
-                out = jax.lax.cond(inside[k], lambda z: call(z, lam, null_cond), cond_only, z)
-            else:
-                out = cond_only(z)
-            x_hat = to_x_eps(out.astype(jnp.float32), z, lam, prediction)[0]
-            return jnp.clip(x_hat, -1.0, 1.0) if clip_x else x_hat
-
-        noise = functools.partial(sample_noise, key, first_index, batch, shape[1:])
-        z = constrain(noise(steps))
-        carry = (z, step_fn.init(z))
-
-        def body(carry, k):
-            z, sstate = carry
-            x_hat = x_hat_at(z, k)
-            eps = noise(k) if step_fn.stochastic else None
-            z, sstate = step_fn.step(z, x_hat, logsnr[k], logsnr[k + 1], eps, sstate)
-            return (constrain(z), sstate), None
-
-        (z, _), _ = jax.lax.scan(body, carry, jnp.arange(steps - 1))
-        return x_hat_at(z, steps - 1)
-
-    return jax.jit(run)
 
 
 def sample(
@@ -148,43 +107,44 @@ def sample(
     key: jax.Array,
     schedule: Any,
     steps: int = 256,
-    sampler: str = "ddpm",
+    sampler: str | SamplerStep = "ddpm",
     gamma: float = 0.0,
     cond: Any = None,
     guidance: float = 1.0,
     interval: tuple[float, float] = (-math.inf, math.inf),
-    clip_x: bool = True,
+    x_clip: float | None = 1.0,
     first_index: int = 0,
     mesh: Mesh | None = None,
     return_stats: bool = False,
     null_cond: Any = None,
 ) -> jax.Array | tuple[jax.Array, dict[str, int]]:
-    """Draw samples x ∈ [−1, 1] (float32) with a jitted ``lax.scan`` over diff-core sampler steps.
+    """Draw samples (float32) from a diff-pixel model through :func:`diff_core.sample`.
 
     1. Grid ``t_k = 1 − k/steps`` (diff-core ``uniform_t``), λ_k from ``schedule``.
-    2. Example j uses the noise draws ``normal(fold_in(fold_in(key, first_index + j), i))``; the
-       initial state is draw ``steps`` and step k uses draw k, so a sample depends only on
-       (key, first_index + j), never on the batch split.
-    3. At step k, if ``guidance != 1`` and λ_k lies in ``interval`` (diff-core's rule lo ≤ λ < hi),
-       conditional and null-conditioned inputs run as one 2B batch and are combined with diff-core's
-       CFG rule; otherwise only the conditional call. w = 1 is no guidance; w = 0 evaluates only
-       the null condition there (the CFG combination with w = 0 is exactly the unconditional
-       output), so w = 0 on the whole grid is the unconditional sampler, bitwise.
-    4. x̂ from the output with the VP helpers, clipped to [−1, 1] if ``clip_x``; the diff-core step
-       (ancestral DDPM with variance interpolation ``gamma``, or DDIM η = 0) gives z at t_{k+1};
-       the last step returns x̂.
+    2. Per-example noise (:class:`ExampleNoise`): example j's draws depend on
+       (key, first_index + j) only.
+    3. With ``guidance != 1``: diff-core's ``guided`` with the condition's null (``Cond.null``
+       for a :class:`~diff_pixel.models.Cond`, else ``null_cond``), applied for λ in
+       ``interval`` (lo ≤ λ < hi; the conditional and null inputs run as one 2B batch there,
+       only the conditional call elsewhere). ``guidance = 0`` on the whole grid samples the null
+       condition alone (the unconditional sampler, one evaluation per step).
+    4. The driver: x̂ clipped to [−x_clip, x_clip] (``None``: no clipping), the sampler step,
+       and the last step returns x̂.
 
     Args:
-      model: an NNX model (e.g. a backbone, prediction "v"), a ``(graphdef, state)`` pair, or any
-        diff-protocol ``Denoiser`` with prediction "eps", "x" or "v" (e.g. diff-core's exact ones).
+      model: an NNX model (prediction from its ``prediction`` attribute), a
+        ``(graphdef, state)`` pair, or any diff-protocol ``Denoiser``.
       shape: output shape (B, ...).
       key: a JAX PRNG key.
       schedule: a diff-core schedule (``recipe.schedule()``).
-      cond: a :class:`~diff_pixel.Cond` (its null is ``cond.replace(drop=ones)``), or any pytree
-        the denoiser accepts together with ``null_cond``.
-      guidance: the CFG weight w.
-      interval: (λ_lo, λ_hi) where guidance applies.
-      first_index: global number of the first example (for sampling in several batches).
+      steps: number of sampler steps (network evaluations without guidance).
+      sampler: ``"ddpm"``, ``"ddim"``, any name registered under ``diff.samplers``, or a
+        :class:`~diff_protocol.SamplerStep`.
+      gamma: DDPM variance interpolation (``sampler="ddpm"`` only).
+      cond: a :class:`~diff_pixel.models.Cond`, or any pytree the denoiser accepts.
+      guidance: the CFG weight w. interval: (λ_lo, λ_hi) where guidance applies.
+      x_clip: clip x̂ to [−x_clip, x_clip] before each step (images: 1.0).
+      first_index: global number of the first example (sampling in several batches).
       mesh: optional data-parallel mesh; the batch is sharded over its ``data`` axis.
       return_stats: also return ``{"evaluations": n}`` (guided steps count 2).
       null_cond: the unconditional input for non-``Cond`` conditions (e.g. the null label).
@@ -195,13 +155,11 @@ def sample(
     if not (
         isinstance(shape, tuple)
         and len(shape) >= 2
-        and all(isinstance(s, int) and s > 0 for s in shape)
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
     ):
         raise ValueError(f"sample: shape must be a tuple (B, ...) of positive ints, got {shape!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"sample: steps must be a positive int, got {steps!r}")
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"sample: sampler must be 'ddpm' or 'ddim', got {sampler!r}")
     if (
         not isinstance(guidance, (int, float))
         or isinstance(guidance, bool)
@@ -216,41 +174,41 @@ def sample(
         ) from None
     if not lo < hi:
         raise ValueError(f"sample: interval must satisfy lo < hi, got {interval!r}")
-    if not isinstance(first_index, (int, np.integer)) or first_index < 0:
+    if (
+        isinstance(first_index, bool)
+        or not isinstance(first_index, (int, np.integer))
+        or first_index < 0
+    ):
         raise ValueError(f"sample: first_index must be a non-negative int, got {first_index!r}")
-    static, state, prediction, is_nnx = _split_model(model)
+    step = sampler_step(sampler, gamma)
+    denoiser = _model_denoiser(model)
     grid = grids.uniform_t(schedule, steps)
-    logsnr = jnp.asarray(grid.logsnr, jnp.float32)
     guided = guidance != 1.0
-    inside_np = np.asarray(core_guidance.in_interval(np.asarray(grid.logsnr[:steps]), (lo, hi)))
     if guided and cond is None:
         raise ValueError(
             "sample: cond must be given when guidance != 1 (there is nothing to guide), got None"
         )
+    if guided and not isinstance(cond, Cond) and null_cond is None:
+        raise ValueError(
+            "sample: null_cond must be given for guidance with a non-Cond condition, got None"
+        )
+    null = Cond.null if isinstance(cond, Cond) else null_cond
+    inside = np.asarray(core_guidance.in_interval(np.asarray(grid.logsnr[:steps]), (lo, hi)))
+    if guided and guidance == 0.0 and bool(inside.all()):
+        # w = 0 everywhere: the null condition alone (the unconditional sampler).
+        cond = null(cond) if callable(null) else _broadcast_null(cond, null)
+        guided = False
     if guided:
-        if isinstance(cond, Cond):
-            b = shape[0]
-            drop = cond.drop if cond.drop is not None else jnp.zeros((b,), bool)
-            cond = cond.replace(drop=drop)
-            null_cond = cond.replace(drop=jnp.ones((b,), bool))
-        elif null_cond is None:
-            raise ValueError(
-                "sample: null_cond must be given for guidance with a non-Cond condition, got None"
-            )
-        else:
-            null_cond = jax.tree.map(
-                lambda c, n: jnp.broadcast_to(jnp.asarray(n, jnp.asarray(c).dtype), jnp.shape(c)),
-                cond,
-                null_cond,
-            )
-    else:
-        null_cond = None
-    mode = "none"
-    if guided:
-        mode = "null" if guidance == 0.0 else "cfg"
-        if mode == "null" and bool(inside_np.all()):
-            # w = 0 everywhere: the unconditional sampler itself (one evaluation per step).
-            cond, null_cond, mode = null_cond, None, "none"
+        denoiser = core_guidance.guided(
+            denoiser, float(guidance), null_cond=null, interval=(lo, hi)
+        )
+    noise = ExampleNoise(
+        key=key,
+        first_index=jnp.asarray(first_index, jnp.uint32),
+        shape=tuple(shape),
+        steps=steps,
+    )
+    z_init = None
     if mesh is not None:
         if "data" not in mesh.axis_names:
             raise ValueError(f"sample: mesh must have a 'data' axis, got axes {mesh.axis_names}")
@@ -259,42 +217,29 @@ def sample(
                 f"sample: shape[0] must be divisible by the mesh's data axis "
                 f"({mesh.shape['data']}), got {shape[0]}"
             )
-    if mesh is not None:
-        # Parameters and scalars replicated, conditions split over the data axis.
-        rep = NamedSharding(mesh, PartitionSpec())
         split = NamedSharding(mesh, PartitionSpec("data"))
-        state = None if state is None else jax.device_put(state, rep)
-        key = jax.device_put(key, rep)
+        rep = NamedSharding(mesh, PartitionSpec())
+        noise = jax.device_put(noise, rep)
+        z_init = jax.device_put(noise(0), split)
         cond = None if cond is None else jax.device_put(cond, split)
-        null_cond = None if null_cond is None else jax.device_put(null_cond, split)
-    fn = _sampler_fn(
-        static,
-        is_nnx,
-        prediction,
-        tuple(shape),
-        steps,
-        sampler,
-        float(gamma),
-        mode,
-        bool(clip_x),
-        mesh,
-    )
-    x = fn(
-        state,
-        key,
-        jnp.asarray(first_index, jnp.uint32),
-        logsnr,
-        jnp.asarray(inside_np),
-        jnp.float32(guidance),
-        cond,
-        null_cond,
+        denoiser = jax.device_put(denoiser, rep)
+    x = core_sample(
+        denoiser, step, grid, noise, cond=cond, z_init=z_init, final="denoise", x_clip=x_clip
     )
     if not return_stats:
         return x
     evaluations = steps
-    if mode == "cfg":
-        evaluations += core_guidance.uncond_evaluations(grid, "denoise", (lo, hi))
+    if guided:
+        evaluations += core_guidance.uncond_evaluations(grid, "denoise", (lo, hi), sampler=step)
     return x, {"evaluations": int(evaluations)}
+
+
+def _broadcast_null(cond: Any, null_cond: Any) -> Any:
+    return jax.tree.map(
+        lambda c, n: jnp.broadcast_to(jnp.asarray(n, jnp.asarray(c).dtype), jnp.shape(c)),
+        cond,
+        null_cond,
+    )
 
 
 def sample_to_npz(
@@ -319,15 +264,7 @@ def sample_to_npz(
         data["labels"] = np.asarray(labels)
     if seed is not None:
         data["seed"] = np.asarray(seed, np.int64)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **data)
+    atomic_write(path, buf.getvalue())
     return path

@@ -151,14 +151,17 @@ def assert_identity_at_init(
     *,
     dropout_key: jax.Array | None = None,
     seed: int = 0,
+    eval_pass: bool = True,
 ) -> None:
     """Assert ``features()["pre_unembed"] == features()["embed"]`` bitwise (a freshly initialised
     residual backbone is the identity between stem and head), with and without dropout, and that
-    no skip tensor is left on the stack."""
+    no skip tensor is left on the stack. ``eval_pass=False`` checks with dropout active only (one
+    compilation instead of two)."""
     cfg = _config(model, "assert_identity_at_init")
     if z is None:
         z, logsnr, cond = random_inputs(cfg, 2, seed)
-    keys = [None, jax.random.key(seed + 1) if dropout_key is None else dropout_key]
+    keys = [None] if eval_pass else []
+    keys.append(jax.random.key(seed + 1) if dropout_key is None else dropout_key)
     graphdef, state = nnx.split(model)
     forward = forward_fn(graphdef)
     for k in keys:
@@ -208,6 +211,13 @@ def _perturb_example(
         for name in ("vector", "tokens", "spatial"):
             if name in fields and getattr(cond, name) is not None:
                 changes[name] = bump(getattr(cond, name))
+        if cond.extra:
+            extra = dict(cond.extra)
+            for key, v in cond.extra.items():
+                floating = jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
+                if floating and ("extra" in fields or f"extra[{key}]" in fields):
+                    extra[key] = bump(v)
+            changes["extra"] = extra
         cond = cond.replace(**changes)
     return z, logsnr, cond
 
@@ -225,13 +235,14 @@ def assert_example_independent(
     seed: int = 0,
 ) -> float:
     """Assert that changing example ``index``'s inputs (``fields`` among z, logsnr, label, vector,
-    tokens, spatial; default all given) changes only that example's output: the others stay within
+    tokens, spatial, extra (every floating entry) or ``extra[<key>]``; default all given) changes
+    only that example's output: the others stay within
     ``atol`` (no coupling across the batch, e.g. through batch statistics), and the changed example
     moves by more than ``min_change``. Returns the largest change seen in the other examples."""
     fields = (
         tuple(fields)
         if fields is not None
-        else ("z", "logsnr", "label", "vector", "tokens", "spatial")
+        else ("z", "logsnr", "label", "vector", "tokens", "spatial", "extra")
     )
     fwd = jit_forward(model)
     num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
@@ -265,7 +276,8 @@ def assert_drop_ignores_condition(
     seed: int = 0,
 ) -> None:
     """Assert that with ``drop=True`` the output is bitwise independent of the contents of every
-    condition (label, vector, tokens, token_lengths, spatial)."""
+    condition (label, vector, tokens, token_lengths, spatial and every ``extra`` entry: floating
+    entries redrawn, integer ones permuted across the batch)."""
     if not isinstance(cond, Cond):
         raise TypeError(
             f"assert_drop_ignores_condition: cond must be a Cond, got {type(cond).__name__}"
@@ -286,6 +298,15 @@ def assert_drop_ignores_condition(
     if cond.token_lengths is not None:
         k = cond.tokens.shape[1]
         changes["token_lengths"] = jnp.asarray(rng.integers(0, k + 1, b), jnp.int32)
+    if cond.extra:
+        extra = {}
+        for key, v in cond.extra.items():
+            v = np.asarray(v)
+            if np.issubdtype(v.dtype, np.floating):
+                extra[key] = jnp.asarray(3.0 * rng.standard_normal(v.shape), v.dtype)
+            else:
+                extra[key] = jnp.asarray(v[rng.permutation(b)])
+        changes["extra"] = extra
     fwd = jit_forward(model)
     a = np.asarray(fwd(z, logsnr, dropped))
     other = np.asarray(fwd(z, logsnr, dropped.replace(**changes)))
@@ -309,27 +330,69 @@ def _leaves_equal(a: Any, b: Any) -> list[str]:
     return bad
 
 
-def assert_resume_bitwise(make_trainer: Callable[[str, int], Any], steps: int) -> None:
-    """Assert that training ``steps`` steps uninterrupted equals training ``steps // 2`` steps,
-    rebuilding the trainer in the same ``out_dir`` and training to ``steps`` (bitwise on CPU).
+def assert_resume_bitwise(
+    make_trainer: Callable[[str, Sequence[Any]], Any], stop_at: int
+) -> dict[str, Any]:
+    """Assert that a run interrupted after ``stop_at`` steps and restarted with the same
+    configuration ends bitwise equal to an uninterrupted run (every leaf of the final
+    ``TrainState``: variables, optimiser states, EMAs, counts, step, key and ``extra``), with the
+    same ``metrics.jsonl`` records (wall-clock fields aside).
 
-    ``make_trainer(out_dir, steps)`` must return a fresh :class:`diff_pixel.train.Trainer` whose
-    ``run()`` returns the final ``TrainState`` and resumes from ``out_dir``'s checkpoints; its
-    ``checkpoint_every`` must divide ``steps // 2``.
+    ``make_trainer(out_dir, hooks)`` must return a fresh :class:`diff_pixel.train.Trainer` for
+    ``out_dir`` with ``hooks`` added to its own; the same configuration every time (its real
+    ``steps`` and learning-rate schedule, cosine included). The interruption is the trainer's
+    :class:`~diff_pixel.train.StopAt` hook, which checkpoints and returns, as a killed run resumes
+    from its last checkpoint. The records are compared when ``stop_at`` is a multiple of
+    ``log_every`` (a record averages the steps since the previous one; an interruption between
+    records loses those steps' metrics, never the state). Returns
+    ``{"steps", "stop_at", "leaves", "records"}``.
     """
-    if not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"assert_resume_bitwise: steps must be an int >= 2, got {steps!r}")
+    from diff_pixel.train import StopAt, read_metrics
+
+    if isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at < 1:
+        raise ValueError(f"assert_resume_bitwise: stop_at must be a positive int, got {stop_at!r}")
     with tempfile.TemporaryDirectory() as tmp:
         full_dir, split_dir = os.path.join(tmp, "full"), os.path.join(tmp, "split")
-        full = make_trainer(full_dir, steps).run()
-        make_trainer(split_dir, steps // 2).run()
-        resumed = make_trainer(split_dir, steps).run()
+        full_trainer = make_trainer(full_dir, [])
+        full = full_trainer.run()
+        first = make_trainer(split_dir, [StopAt(stop_at)])
+        first.run()
+        if first.stopped_at != stop_at:
+            raise AssertionError(
+                f"assert_resume_bitwise: the first run must stop at step {stop_at}, stopped at "
+                f"{first.stopped_at} (config.steps = {first.config.steps})"
+            )
+        again = make_trainer(split_dir, [])
+        if again.restored_step != stop_at:
+            raise AssertionError(
+                f"assert_resume_bitwise: the restart must resume from step {stop_at}, got "
+                f"{again.restored_step}"
+            )
+        resumed = again.run()
         bad = _leaves_equal(full, resumed)
         if bad:
             raise AssertionError(
                 f"assert_resume_bitwise: {len(bad)} state leaves differ after resuming, e.g. "
                 f"{bad[:5]}"
             )
+
+        def strip(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            drop = ("wall_s", "examples_per_s")
+            return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+        ra = strip(read_metrics(os.path.join(full_dir, "metrics.jsonl")))
+        rb = strip(read_metrics(os.path.join(split_dir, "metrics.jsonl")))
+        if stop_at % full_trainer.config.log_every == 0 and ra != rb:
+            raise AssertionError(
+                "assert_resume_bitwise: metrics.jsonl differs between the uninterrupted and the "
+                f"resumed run ({len(ra)} vs {len(rb)} records)"
+            )
+        return {
+            "steps": int(full_trainer.config.steps),
+            "stop_at": stop_at,
+            "leaves": len(jax.tree.leaves(full)),
+            "records": len(ra),
+        }
 
 
 def run_sharded_equality(

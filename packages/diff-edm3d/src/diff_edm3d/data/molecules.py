@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from diff_edm3d.data.atomic import atomic_write
+from diff_edm3d.data.readers import read_molecules
 from diff_edm3d.elements import QM9_NO_H, QM9_WITH_H, ElementSet
 
 __all__ = ["Molecule", "MoleculeSet", "as_molecule_set", "to_numpy"]
@@ -415,8 +417,6 @@ class MoleculeSet:
             ValueError: an unknown symbol (naming file, molecule, atom, symbol and the allowed
                 symbols), a molecule above ``max_atoms`` or a non-finite coordinate.
         """
-        from diff_edm3d.data.io import read_molecules
-
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         limit = elements.max_atoms if max_atoms is None else int(max_atoms)
@@ -459,8 +459,6 @@ class MoleculeSet:
 
     def save_npz(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the set to an uncompressed ``.npz`` atomically (temporary file, then rename)."""
-        from diff_edm3d.data.io import atomic_write
-
         meta = {
             "format": _NPZ_FORMAT,
             "elements": self.elements.to_dict(),

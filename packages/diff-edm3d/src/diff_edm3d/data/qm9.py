@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from diff_edm3d.data.io import atomic_write
+from diff_edm3d.data.atomic import atomic_write
 from diff_edm3d.data.molecules import MoleculeSet
 from diff_edm3d.data.properties import RAW_COLUMNS, convert_properties
 from diff_edm3d.elements import QM9_NO_H, QM9_WITH_H

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from diff_edm3d.data.molecules import MoleculeSet, as_molecule_set
+from diff_edm3d.data.readers import rdkit_chem
 from diff_edm3d.elements import ElementSet
 from diff_edm3d.metrics.bonds import DEFAULT_MARGINS, BondMargins, Precision, bond_orders
 
@@ -36,17 +37,6 @@ __all__ = [
 ]
 
 
-def _chem():
-    try:
-        from rdkit import Chem, RDLogger
-    except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            'RDKit is required for chemistry metrics: pip install "diff-edm3d[chem]"'
-        ) from e
-    RDLogger.DisableLog("rdApp.*")
-    return Chem
-
-
 def build_rdkit_molecule(
     positions: np.ndarray,
     types: np.ndarray,
@@ -55,7 +45,7 @@ def build_rdkit_molecule(
     margins: BondMargins = DEFAULT_MARGINS,
 ) -> Any:
     """An unsanitised ``rdkit.Chem.RWMol`` with bonds from the EDM lookup (no conformer)."""
-    chem = _chem()
+    chem = rdkit_chem()
     bond_types = (None, chem.BondType.SINGLE, chem.BondType.DOUBLE, chem.BondType.TRIPLE)
     t = np.asarray(types).astype(np.intp).reshape(-1)
     orders = bond_orders(np.asarray(positions).reshape(-1, 3), t, elements, precision, margins)
@@ -90,7 +80,7 @@ def molecule_smiles(
         largest_fragment: keep only the largest fragment (generated molecules); the official
             training reference uses whole molecules (``False``).
     """
-    chem = _chem()
+    chem = rdkit_chem()
     mol = build_rdkit_molecule(positions, types, elements, precision, margins)
     smiles = _sanitised_smiles(chem, mol)
     if smiles is None or not largest_fragment:

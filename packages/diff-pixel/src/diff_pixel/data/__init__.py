@@ -4,6 +4,7 @@ from diff_pixel.data.digits import DIGITS_TEST_SIZE, digits, upsample_matrix
 from diff_pixel.data.folder import IMAGE_EXTENSIONS, RandomCropSource, image_folder
 from diff_pixel.data.loader import ArraySource, Augment, Loader, Source, random_flip
 from diff_pixel.data.photos import DEFAULT_PHOTOS, PhotoCrops, photos
+from diff_pixel.data.sampled import SampledData
 
 __all__ = [
     "DEFAULT_PHOTOS",
@@ -14,6 +15,7 @@ __all__ = [
     "Loader",
     "PhotoCrops",
     "RandomCropSource",
+    "SampledData",
     "Source",
     "digits",
     "image_folder",

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from diff_pixel.data.extras import require
 from diff_pixel.data.loader import ArraySource
 
 __all__ = ["DIGITS_TEST_SIZE", "digits", "upsample_matrix"]
@@ -54,9 +55,8 @@ def upsample_matrix(size: int, upsample: Literal["bilinear", "nearest"] = "bilin
 
 @lru_cache(maxsize=8)
 def _digits_arrays(image_size: int, split: str, upsample: str) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    datasets = require("sklearn.datasets", "digits", "digits()")
+    bunch = datasets.load_digits()
     images = bunch.images.astype(np.float64) / 8.0 - 1.0  # (1797, 8, 8) in [-1, 1]
     labels = bunch.target.astype(np.int32)
     perm = np.random.default_rng(0).permutation(_NUM_DIGITS)

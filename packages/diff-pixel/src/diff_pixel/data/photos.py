@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from diff_pixel.data.extras import require
+
 __all__ = ["DEFAULT_PHOTOS", "PhotoCrops", "photos"]
 
 DEFAULT_PHOTOS: tuple[str, ...] = (
@@ -35,10 +37,10 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 @lru_cache(maxsize=32)
 def _load_photo(name: str, short_side: int | None, crop: int, channels: int) -> np.ndarray:
-    import skimage.data
     from PIL import Image
 
-    loader = getattr(skimage.data, name, None)
+    skimage_data = require("skimage.data", "photos", "photos()")
+    loader = getattr(skimage_data, name, None)
     if loader is None or not callable(loader):
         raise ValueError(f"photos: names must be scikit-image sample photos, got {name!r}")
     img = np.asarray(loader())

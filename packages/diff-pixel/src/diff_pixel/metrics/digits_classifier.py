@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from diff_pixel.data.digits import digits
-from diff_pixel.train.logging import atomic_write_bytes
+from diff_protocol.io import atomic_write
 
 __all__ = ["DigitsCNN", "DigitsClassifier", "train_digits_classifier"]
 
@@ -121,7 +121,7 @@ class DigitsClassifier:
         meta = json.dumps({**self.meta, "test_accuracy": self.test_accuracy})
         buf = io.BytesIO()
         np.savez(buf, __meta__=np.array(meta), **{f"param:{k}": v for k, v in flat.items()})
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         return path
 
     @classmethod

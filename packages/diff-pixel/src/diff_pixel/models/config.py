@@ -32,7 +32,14 @@ class UViTConfig:
     Level l of the outer levels (l < L = len(channels) − 1) runs ``blocks[l]`` blocks of
     ``block_types[l]`` at grid ``G / 2^l`` with ``channels[l]`` channels, on the down and on the up
     path; the middle level runs ``mid_blocks`` transformer blocks at ``G / 2^L`` with
-    ``channels[-1]`` channels. G = image_size / (patch_size · 2^dwt_levels).
+    ``channels[-1]`` channels. G = image_size / (patch_size · 2^dwt_levels). With one entry in
+    ``channels`` (``blocks=()``, ``block_types=()``, one dropout rate) there are no outer levels:
+    stem, ``mid_blocks`` transformer blocks at G, head.
+
+    ``num_classes``, ``vector_dim``, ``token_dim`` and ``spatial_channels`` ask for the built-in
+    embedders of the label, vector, tokens and spatial conditions (0 = none);
+    ``spatial_levels=True`` also injects the spatial map at every level (average-pooled to the
+    level's grid, through a zero-initialised 1×1 linear, at the start of each level).
 
     Our defaults where the papers are not confirmed: embedding width 4 × channels[0], AdaLN-zero /
     FiLM conditioning, 2-D RoPE, head_dim 64, dropout per level, ``max_frames`` for the learned
@@ -58,6 +65,7 @@ class UViTConfig:
     vector_dim: int = 0
     token_dim: int = 0
     spatial_channels: int = 0
+    spatial_levels: bool = False
     frame_axis: bool = False
     frame_attention: Literal["none", "joint", "factorized"] = "factorized"
     frame_positions: bool = True
@@ -101,7 +109,8 @@ class UViTConfig:
 
     @property
     def stem_in_channels(self) -> int:
-        """Channels entering the stem: z, the spatial condition and its mask channel."""
+        """Channels entering the stem from the built-in embedders: z, the spatial condition and its
+        mask channel (extra embedders may add more: ``Backbone.stem_channels``)."""
         return self.in_channels + (self.spatial_channels + 1 if self.spatial_channels else 0)
 
     @property
@@ -152,8 +161,8 @@ class UViTConfig:
             raise _err("emb_dim", "None or a positive int", self.emb_dim)
         if self.arch not in _ARCHS:
             raise _err("arch", f"one of {_ARCHS}", self.arch)
-        if not (isinstance(self.channels, tuple) and len(self.channels) >= 2):
-            raise _err("channels", "a tuple of at least 2 positive ints", self.channels)
+        if not (isinstance(self.channels, tuple) and len(self.channels) >= 1):
+            raise _err("channels", "a tuple of at least 1 positive int", self.channels)
         if not all(_is_int(c) and c > 0 for c in self.channels):
             raise _err("channels", "a tuple of positive ints", self.channels)
         n = len(self.channels) - 1
@@ -179,9 +188,11 @@ class UViTConfig:
             raise _err("compute_dtype", f"one of {_DTYPES}", self.compute_dtype)
         if self.attention_impl not in _IMPLS:
             raise _err("attention_impl", f"one of {_IMPLS}", self.attention_impl)
-        for name in ("frame_axis", "frame_positions", "remat"):
+        for name in ("frame_axis", "frame_positions", "remat", "spatial_levels"):
             if not isinstance(getattr(self, name), bool):
                 raise _err(name, "a bool", getattr(self, name))
+        if self.spatial_levels and not self.spatial_channels:
+            raise _err("spatial_levels", "False when spatial_channels=0 (no map to inject)", True)
         if self.head_dim % 2:
             raise _err("head_dim", "even (rotary pairs)", self.head_dim)
         for level in self.attention_levels():

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from diff_pixel.nn import init as _init
+from diff_protocol import PREDICTIONS
 
 __all__ = ["MLPDenoiser"]
 
@@ -21,8 +25,11 @@ class MLPDenoiser(nnx.Module):
     ``depth`` hidden layers of ``width``. Same call as the image backbones:
     ``model(z, logsnr, cond=None, *, dropout_key=None)``, z of shape (B, *event) with
     prod(event) = ``dim``; the output has z's shape and the named ``prediction``.
-    Used by diff-distill and diff-consistency for their toy problems.
+    Used by diff-distill and diff-consistency for their toy problems. Registered as
+    ``mlp_denoiser`` (``to_config`` / ``from_config``).
     """
+
+    registry_name: ClassVar[str] = "mlp_denoiser"
 
     def __init__(
         self,
@@ -41,18 +48,21 @@ class MLPDenoiser(nnx.Module):
             raise ValueError(
                 f"MLPDenoiser: logsnr_features must be a positive even int, got {logsnr_features!r}"
             )
-        if prediction not in ("eps", "v", "x"):
+        if prediction not in PREDICTIONS:
             raise ValueError(
-                f"MLPDenoiser: prediction must be one of 'eps', 'v', 'x', got {prediction!r}"
+                f"MLPDenoiser: prediction must be one of {PREDICTIONS}, got {prediction!r}"
             )
         self.dim, self.prediction = dim, prediction
         self.logsnr_features = logsnr_features
         self.width, self.depth = width, depth
         sizes = [dim + logsnr_features] + [width] * depth
         self.hidden = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+            [
+                nnx.Linear(a, b, **_init.dense_inits(), rngs=rngs)
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
         )
-        self.out = nnx.Linear(width, dim, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+        self.out = nnx.Linear(width, dim, **_init.dense_inits(zero=True), rngs=rngs)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -64,6 +74,19 @@ class MLPDenoiser(nnx.Module):
             "logsnr_features": self.logsnr_features,
             "prediction": self.prediction,
         }
+
+    def to_config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-able); :meth:`from_config` inverts it."""
+        return dict(self.config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, seed: int = 0) -> MLPDenoiser:
+        """A fresh model (weights from ``seed``) with the constructor arguments ``config``."""
+        if not isinstance(config, Mapping):
+            raise TypeError(
+                f"MLPDenoiser.from_config: config must be a dict, got {type(config).__name__}"
+            )
+        return cls(**config, rngs=nnx.Rngs(seed))
 
     def __call__(
         self,

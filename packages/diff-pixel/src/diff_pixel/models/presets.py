@@ -8,15 +8,21 @@ cost figures, 137.44 GMAC at 128/1, 256/2, 512/4 and 652.84 GMAC at 256/1, 512/2
 parameter counts are not confirmed and not claimed. The SiD 2B preset's trunk (36 blocks of width
 2048 at 16×16, head_dim 128) and its ResBlock counts are our default (549.2 GMAC vs the paper's
 555).
+
+CPU presets for 8×8, 16×16 and 32×32 inputs include one-level ones (``channels`` of length 1: stem,
+transformer blocks at the patch grid, head) for the packages that need them (8×8 digits, frame
+models over small grids); they are our defaults.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flax import nnx
 
 from diff_pixel.models.config import UViTConfig
+from diff_pixel.models.embedders import Embedder
 from diff_pixel.models.residual_uvit import ResidualUViT
 from diff_pixel.models.uvit import UViT
 
@@ -96,6 +102,42 @@ PRESETS: dict[str, UViTConfig] = {
         head_dim=32,
         num_classes=0,
     ),
+    # 8×8 digits, patch 1: a ResBlock level at 8×8, two transformer blocks at 4×4.
+    "tiny-8": _cfg(
+        _TINY,
+        image_size=8,
+        channels=(32, 64),
+        blocks=(1,),
+        block_types=("res",),
+        head_dim=16,
+        dropout=(0.0, 0.1),
+    ),
+    # One level: two transformer blocks on the 8×8 pixels.
+    "tiny-8-l1": _cfg(
+        _TINY, image_size=8, channels=(64,), blocks=(), block_types=(), head_dim=32, dropout=(0.1,)
+    ),
+    # One level: four transformer blocks on 8×8 patches of 2×2 (16×16) or 4×4 (32×32) pixels.
+    "tiny-16-l1": _cfg(
+        _TINY,
+        image_size=16,
+        patch_size=2,
+        channels=(64,),
+        blocks=(),
+        block_types=(),
+        mid_blocks=4,
+        dropout=(0.1,),
+    ),
+    "tiny-32-l1": _cfg(
+        _TINY,
+        image_size=32,
+        patch_size=4,
+        channels=(64,),
+        blocks=(),
+        block_types=(),
+        mid_blocks=4,
+        dropout=(0.1,),
+        num_classes=0,
+    ),
 }
 
 
@@ -115,9 +157,14 @@ def build_model(
     *,
     seed: int = 0,
     rngs: nnx.Rngs | None = None,
+    embedders: Sequence[Embedder] = (),
     **overrides: Any,
 ) -> ResidualUViT | UViT:
     """Build the backbone of preset ``name`` (or of a :class:`UViTConfig`) with ``overrides``.
+
+    ``embedders`` are conditioning embedders besides the built-in ones (see
+    :mod:`diff_pixel.models.embedders`). Weights are drawn on the host from ``seed`` (or
+    ``rngs``): deterministic, and no XLA program is compiled (:mod:`diff_pixel.nn.init`).
 
     Example:
       >>> model = build_model("tiny-16", dropout=(0.0, 0.0, 0.0, 0.0))
@@ -127,11 +174,13 @@ def build_model(
     cfg = preset_config(name, **overrides)
     rngs = nnx.Rngs(seed) if rngs is None else rngs
     cls = ResidualUViT if cfg.arch == "residual_uvit" else UViT
-    return cls(cfg, rngs)
+    return cls(cfg, rngs, embedders=tuple(embedders))
 
 
-def abstract_model(name: str | UViTConfig, **overrides: Any) -> ResidualUViT | UViT:
+def abstract_model(
+    name: str | UViTConfig, *, embedders: Sequence[Embedder] = (), **overrides: Any
+) -> ResidualUViT | UViT:
     """The model with ``jax.ShapeDtypeStruct`` parameters (``nnx.eval_shape``): no memory, no
     init."""
     cfg = preset_config(name, **overrides)
-    return nnx.eval_shape(lambda: build_model(cfg))
+    return nnx.eval_shape(lambda: build_model(cfg, embedders=embedders))

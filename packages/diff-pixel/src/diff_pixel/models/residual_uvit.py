@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 import jax
 from flax import nnx
 
 from diff_pixel.models.backbone import Backbone, Prepared
 from diff_pixel.models.config import UViTConfig
+from diff_pixel.models.embedders import Embedder
 from diff_pixel.nn.resample import Downsample, Upsample
 
 __all__ = ["ResidualUViT"]
@@ -17,8 +21,8 @@ class ResidualUViT(Backbone):
 
     Forward pass (v-prediction), with L outer levels:
 
-    1. validate; append ``cond.spatial`` and its mask channel to z;
-    2. emb = LogSNREmbedding(λ) + Embed(label) + Proj(vector);
+    1. validate; append the embedders' stem maps (``cond.spatial`` and its mask channel, ...) to z;
+    2. emb = LogSNREmbedding(λ) + the embedders' terms (Embed(label), Proj(vector), ...);
     3. stem: ``dwt53`` (if ``dwt_levels``) then PatchEmbed;
     4. down path, level l: ``blocks[l]`` blocks; :math:`h_{hi} = h`; :math:`h = \mathrm{Down}_l(h)`;
        :math:`h_{lo0} = h`; push :math:`(h_{hi}, h_{lo0})`;
@@ -26,6 +30,10 @@ class ResidualUViT(Backbone):
     6. up path, from the deepest level: pop; :math:`h = \mathrm{Up}_l(h - h_{lo0}) + h_{hi}`;
        ``blocks[l]`` blocks;
     7. PatchUnembed, ``idwt53``; float32 output.
+
+    With level maps (``spatial_levels`` or an embedder with ``level_channels``), each level
+    (down, middle, up) starts by adding the map pooled to its grid through a zero-initialised 1×1
+    linear. With one entry in ``channels`` there are no outer levels (steps 4 and 6 are empty).
 
     Every residual branch ends in a zero gate or zero-initialised layer and Upsample has no bias,
     so at initialisation the input of PatchUnembed equals the output of PatchEmbed exactly.
@@ -45,8 +53,12 @@ class ResidualUViT(Backbone):
       >>> model = ResidualUViT(cfg, nnx.Rngs(0))
     """
 
-    def __init__(self, config: UViTConfig, rngs: nnx.Rngs) -> None:
-        super().__init__(config, rngs)
+    registry_name: ClassVar[str] = "residual_uvit"
+
+    def __init__(
+        self, config: UViTConfig, rngs: nnx.Rngs, *, embedders: Sequence[Embedder] = ()
+    ) -> None:
+        super().__init__(config, rngs, embedders=embedders)
         if config.arch != "residual_uvit":
             raise ValueError(
                 f"ResidualUViT: config.arch must be 'residual_uvit', got {config.arch!r}"
@@ -100,7 +112,9 @@ class ResidualUViT(Backbone):
     ) -> tuple[jax.Array, int]:
         cfg = self.config
         stack: list[tuple[jax.Array, jax.Array]] = []
+        pooled: dict[int, jax.Array] = {}
         for lv in range(cfg.num_levels):
+            h = self._inject(h, f"down_{lv}", lv, p, pooled)
             ctx = self._context(lv, p) if cfg.block_types[lv] == "attn" else None
             for block in self.down[lv]:
                 h = self._run(block, h, p, ctx, dropout_key)
@@ -108,6 +122,7 @@ class ResidualUViT(Backbone):
             h_hi = h
             h = self.downsample[lv](h)
             stack.append((h_hi, h))
+        h = self._inject(h, "mid", cfg.num_levels, p, pooled)
         ctx = self._context(cfg.num_levels, p)
         for block in self.mid:
             h = self._run(block, h, p, ctx, dropout_key)
@@ -115,6 +130,7 @@ class ResidualUViT(Backbone):
         for i, lv in enumerate(reversed(range(cfg.num_levels))):
             h_hi, h_lo0 = stack.pop()
             h = self.upsample[i](h - h_lo0) + h_hi
+            h = self._inject(h, f"up_{lv}", lv, p, pooled)
             ctx = self._context(lv, p) if cfg.block_types[lv] == "attn" else None
             for block in self.up[i]:
                 h = self._run(block, h, p, ctx, dropout_key)

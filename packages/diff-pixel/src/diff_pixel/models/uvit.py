@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from diff_pixel.models.backbone import Backbone, Prepared
 from diff_pixel.models.config import UViTConfig
+from diff_pixel.models.embedders import Embedder
 from diff_pixel.nn.resample import Downsample, Upsample
 
 __all__ = ["UViT"]
@@ -24,10 +28,16 @@ class UViT(Backbone):
     6. up path: Upsample, then ResBlocks on ``concat(h, skip.pop())`` (2C → C with a 1×1 skip
        projection);
     7. output as in the Residual U-ViT.
+
+    Level maps are injected at the start of every level as in the Residual U-ViT.
     """
 
-    def __init__(self, config: UViTConfig, rngs: nnx.Rngs) -> None:
-        super().__init__(config, rngs)
+    registry_name: ClassVar[str] = "uvit"
+
+    def __init__(
+        self, config: UViTConfig, rngs: nnx.Rngs, *, embedders: Sequence[Embedder] = ()
+    ) -> None:
+        super().__init__(config, rngs, embedders=embedders)
         if config.arch != "uvit":
             raise ValueError(f"UViT: config.arch must be 'uvit', got {config.arch!r}")
         cfg, kw = config, dict(dtype=self.dtype, rngs=rngs)
@@ -64,18 +74,22 @@ class UViT(Backbone):
     ) -> tuple[jax.Array, int]:
         cfg = self.config
         skips: list[jax.Array] = []
+        pooled: dict[int, jax.Array] = {}
         for lv in range(cfg.num_levels):
+            h = self._inject(h, f"down_{lv}", lv, p, pooled)
             for block in self.down[lv]:
                 h = self._run(block, h, p, None, dropout_key)
                 skips.append(h)
             feats[f"down_{lv}"] = h
             h = self.downsample[lv](h)
+        h = self._inject(h, "mid", cfg.num_levels, p, pooled)
         ctx = self._context(cfg.num_levels, p)
         for block in self.mid:
             h = self._run(block, h, p, ctx, dropout_key)
         feats["mid"] = h
         for i, lv in enumerate(reversed(range(cfg.num_levels))):
             h = self.upsample[i](h)
+            h = self._inject(h, f"up_{lv}", lv, p, pooled)
             for block in self.up[i]:
                 h = self._run(
                     block, jnp.concatenate([h, skips.pop()], axis=-1), p, None, dropout_key

@@ -8,6 +8,7 @@ from diff_pixel.nn.attention import (
 )
 from diff_pixel.nn.conditioning import AdaLN, LogSNREmbedding, broadcast_modulation, modulate
 from diff_pixel.nn.dropout import dropout
+from diff_pixel.nn.init import device_init
 from diff_pixel.nn.mlp import MLP
 from diff_pixel.nn.norm import layer_norm
 from diff_pixel.nn.patch import PatchEmbed, PatchUnembed, depth_to_space
@@ -34,6 +35,7 @@ __all__ = [
     "Upsample",
     "broadcast_modulation",
     "depth_to_space",
+    "device_init",
     "dropout",
     "dwt53",
     "force_attention_impl",

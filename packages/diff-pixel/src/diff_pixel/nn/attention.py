@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from diff_pixel.nn import init as _init
 from diff_pixel.nn.dropout import dropout
 from diff_pixel.nn.norm import layer_norm
 from diff_pixel.nn.rope import rope as apply_rope
@@ -96,11 +97,9 @@ class Attention(nnx.Module):
             raise ValueError(f"Attention: impl must be one of {_IMPLS}, got {impl!r}")
         self.dim, self.head_dim, self.impl = dim, head_dim, impl
         self.dtype = dtype
-        self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        init = nnx.initializers.zeros_init() if zero_out else nnx.initializers.lecun_normal()
-        self.out = nnx.Linear(
-            dim, dim, kernel_init=init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.qkv = nnx.Linear(dim, 3 * dim, **_init.dense_inits(), **kw)
+        self.out = nnx.Linear(dim, dim, **_init.dense_inits(zero=zero_out), **kw)
 
     def __call__(
         self,
@@ -149,17 +148,11 @@ class CrossAttention(nnx.Module):
         if context_dim <= 0:
             raise ValueError(f"CrossAttention: context_dim must be positive, got {context_dim}")
         self.dim, self.context_dim, self.head_dim, self.impl = dim, context_dim, head_dim, impl
-        self.q = nnx.Linear(dim, dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.kv = nnx.Linear(context_dim, 2 * dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.null = nnx.Param(jax.random.normal(rngs.params(), (1, context_dim), param_dtype))
-        self.out = nnx.Linear(
-            dim,
-            dim,
-            kernel_init=nnx.initializers.zeros_init(),
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q = nnx.Linear(dim, dim, **_init.dense_inits(), **kw)
+        self.kv = nnx.Linear(context_dim, 2 * dim, **_init.dense_inits(), **kw)
+        self.null = nnx.Param(_init.normal(1.0)(rngs.params(), (1, context_dim), param_dtype))
+        self.out = nnx.Linear(dim, dim, **_init.dense_inits(zero=True), **kw)
 
     def __call__(
         self, x: jax.Array, context: jax.Array, context_lengths: jax.Array | None = None

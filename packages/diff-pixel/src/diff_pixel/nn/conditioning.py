@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diff_pixel.nn import init as _init
+
 __all__ = ["AdaLN", "LogSNREmbedding", "broadcast_modulation", "modulate"]
 
 
@@ -54,7 +56,7 @@ class AdaLN(nnx.Module):
         self.proj = nnx.Linear(
             emb_dim,
             chunks * dim,
-            kernel_init=nnx.initializers.zeros_init(),
+            **_init.dense_inits(zero=True),
             dtype=jnp.float32,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -90,12 +92,9 @@ class LogSNREmbedding(nnx.Module):
                 f"got {emb_dim}, {freq_dim}"
             )
         self.freq_dim = freq_dim
-        self.fc1 = nnx.Linear(
-            freq_dim, emb_dim, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
-        )
-        self.fc2 = nnx.Linear(
-            emb_dim, emb_dim, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
-        )
+        kw = dict(dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs, **_init.dense_inits())
+        self.fc1 = nnx.Linear(freq_dim, emb_dim, **kw)
+        self.fc2 = nnx.Linear(emb_dim, emb_dim, **kw)
 
     def features(self, logsnr: jax.Array) -> jax.Array:
         """Sinusoidal features (..., freq_dim) of the cosine time of ``logsnr``."""

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diff_pixel.nn import init as _init
 from diff_pixel.nn.dropout import dropout
 
 __all__ = ["MLP"]
@@ -30,11 +31,9 @@ class MLP(nnx.Module):
         if dim <= 0 or ratio <= 0:
             raise ValueError(f"MLP: dim and ratio must be positive, got dim={dim}, ratio={ratio}")
         self.dim, self.ratio = dim, ratio
-        self.fc1 = nnx.Linear(dim, ratio * dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        init = nnx.initializers.zeros_init() if zero_out else nnx.initializers.lecun_normal()
-        self.fc2 = nnx.Linear(
-            ratio * dim, dim, kernel_init=init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(dim, ratio * dim, **_init.dense_inits(), **kw)
+        self.fc2 = nnx.Linear(ratio * dim, dim, **_init.dense_inits(zero=zero_out), **kw)
 
     def __call__(
         self, x: jax.Array, *, dropout_key: jax.Array | None = None, rate: float = 0.0

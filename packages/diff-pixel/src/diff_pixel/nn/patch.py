@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diff_pixel.nn import init as _init
 from diff_pixel.nn.resblock import group_count
 
 __all__ = ["PatchEmbed", "PatchUnembed", "depth_to_space"]
@@ -43,6 +44,7 @@ class PatchEmbed(nnx.Module):
             (patch, patch),
             strides=(patch, patch),
             padding="VALID",
+            **_init.dense_inits(),
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -84,6 +86,7 @@ class PatchUnembed(nnx.Module):
             dim,
             num_groups=group_count(dim),
             epsilon=1e-6,
+            **_init.norm_inits(),
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -91,7 +94,7 @@ class PatchUnembed(nnx.Module):
         self.proj = nnx.Linear(
             dim,
             out_ch * patch * patch,
-            kernel_init=nnx.initializers.zeros_init(),
+            **_init.dense_inits(zero=True),
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diff_pixel.nn import init as _init
+
 __all__ = ["Downsample", "Upsample"]
 
 
@@ -28,7 +30,9 @@ class Downsample(nnx.Module):
         rngs: nnx.Rngs,
     ) -> None:
         self.c_in, self.c_out = c_in, c_out
-        self.proj = nnx.Linear(c_in, c_out, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.proj = nnx.Linear(
+            c_in, c_out, **_init.dense_inits(), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n, h, w, c = x.shape
@@ -54,7 +58,13 @@ class Upsample(nnx.Module):
     ) -> None:
         self.c_in, self.c_out = c_in, c_out
         self.proj = nnx.Linear(
-            c_in, c_out, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            c_in,
+            c_out,
+            use_bias=False,
+            kernel_init=_init.lecun_normal(),
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

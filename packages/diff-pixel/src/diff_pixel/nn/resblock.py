@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from diff_pixel.nn import init as _init
 from diff_pixel.nn.conditioning import AdaLN, broadcast_modulation, modulate
 from diff_pixel.nn.dropout import dropout as apply_dropout
 
@@ -58,14 +59,17 @@ class ResBlock(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         g_in = groups or group_count(dim_in)
         g_out = groups or group_count(dim_out)
-        self.norm1 = nnx.GroupNorm(dim_in, num_groups=g_in, epsilon=1e-6, **kw)
-        self.conv1 = nnx.Conv(dim_in, dim_out, (3, 3), **kw)
-        self.norm2 = nnx.GroupNorm(dim_out, num_groups=g_out, epsilon=1e-6, **kw)
+        norm = _init.norm_inits()
+        self.norm1 = nnx.GroupNorm(dim_in, num_groups=g_in, epsilon=1e-6, **norm, **kw)
+        self.conv1 = nnx.Conv(dim_in, dim_out, (3, 3), **_init.dense_inits(), **kw)
+        self.norm2 = nnx.GroupNorm(dim_out, num_groups=g_out, epsilon=1e-6, **norm, **kw)
         self.film = AdaLN(emb_dim, dim_out, 2, param_dtype=param_dtype, rngs=rngs)
-        self.conv2 = nnx.Conv(
-            dim_out, dim_out, (3, 3), kernel_init=nnx.initializers.zeros_init(), **kw
+        self.conv2 = nnx.Conv(dim_out, dim_out, (3, 3), **_init.dense_inits(zero=True), **kw)
+        self.skip = (
+            nnx.Conv(dim_in, dim_out, (1, 1), **_init.dense_inits(), **kw)
+            if dim_in != dim_out
+            else None
         )
-        self.skip = nnx.Conv(dim_in, dim_out, (1, 1), **kw) if dim_in != dim_out else None
 
     @property
     def num_dropout_sites(self) -> int:

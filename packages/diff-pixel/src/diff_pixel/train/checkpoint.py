@@ -1,17 +1,21 @@
 """Orbax checkpoints of a run: train state, data position and configuration.
 
-Layout: ``out_dir/checkpoints/<step>/{state, data, config}``, written by an Orbax
+Layout: ``out_dir/checkpoints/<step>/{model, train, data, config}``, written by an Orbax
 ``CheckpointManager`` (atomic: each step is written to a temporary directory and renamed when
 complete, so an interrupted save leaves no half checkpoint; stray temporary directories are not
 listed as steps). Items:
 
-* ``state``: the :class:`~diff_pixel.train.state.TrainState` tree
-  ``{"graph_state", "ema", "step", "key"}`` (Orbax PyTree, sharding-aware);
+* ``model``: ``{"variables", "ema"}``, every model variable and the EMA of each optimiser that
+  keeps one (what inference needs; readable without knowing the optimisers);
+* ``train``: ``{"opt", "count", "step", "key", "extra"}``, the rest of the
+  :class:`~diff_pixel.train.state.TrainState`;
 * ``data``: the loader's ``state()`` JSON (position and seed);
-* ``config``: JSON with the model config, train config, recipe and package versions.
+* ``config``: JSON with ``"format": 2``, the model description, train config, optimisers,
+  phases, recipe and package versions.
 
 Restore builds the abstract tree from the *current* state's shapes, dtypes and shardings, so a
-checkpoint written on 8 devices restores on 1 (and vice versa).
+checkpoint written on 8 devices restores on 1 (and vice versa). Checkpoints of diff-pixel 0.1
+(format 1: one ``state`` item) are refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -57,7 +61,14 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+#: Version of the checkpoint layout (diff-pixel 0.1 wrote format 1: a single ``state`` item).
+FORMAT = 2
+_COMPARED = ("model", "recipe", "train", "optimizers", "phases")
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, (list, tuple)) and any(isinstance(v, Mapping) for v in d):
+        d = {str(i): v for i, v in enumerate(d)}
     if isinstance(d, Mapping):
         out: dict[str, Any] = {}
         for k, v in d.items():
@@ -84,12 +95,13 @@ def _show(v: Any) -> str:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Fields that differ between a checkpoint's config and the current run's.
 
-    Compares the ``model``, ``recipe`` and ``train`` sections field by field (nested keys joined
-    with dots); train fields in :data:`~diff_pixel.train.config.RESUMABLE_FIELDS` may differ.
-    Returns lines ``"section.field: checkpoint X, now Y"``.
+    Compares the ``model``, ``recipe``, ``train``, ``optimizers`` and ``phases`` sections field by
+    field (nested keys joined with dots); train fields in
+    :data:`~diff_pixel.train.config.RESUMABLE_FIELDS` may differ. Returns lines
+    ``"section.field: checkpoint X, now Y"``.
     """
     lines = []
-    for section in ("model", "recipe", "train"):
+    for section in _COMPARED:
         a = _flatten(saved.get(section) or {})
         b = _flatten(current.get(section) or {})
         for k in sorted(set(a) | set(b)):
@@ -117,6 +129,20 @@ def _signature(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
+def _model_item(state: TrainState) -> dict[str, Any]:
+    return {"variables": state.variables, "ema": state.ema}
+
+
+def _train_item(state: TrainState) -> dict[str, Any]:
+    return {
+        "opt": state.opt,
+        "count": state.count,
+        "step": state.step,
+        "key": state.key,
+        "extra": state.extra,
+    }
+
+
 class RunCheckpoints:
     """The checkpoints of one run directory (``out_dir/checkpoints``).
 
@@ -140,7 +166,9 @@ class RunCheckpoints:
             save_interval_steps=0 if read_only else 1,
         )
         handlers = {
-            "state": ocp.StandardCheckpointHandler(),
+            "state": ocp.StandardCheckpointHandler(),  # format 1 (diff-pixel 0.1), read only
+            "model": ocp.StandardCheckpointHandler(),
+            "train": ocp.StandardCheckpointHandler(),
             "data": ocp.JsonCheckpointHandler(),
             "config": ocp.JsonCheckpointHandler(),
         }
@@ -171,9 +199,10 @@ class RunCheckpoints:
         self.manager.save(
             int(step),
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state.as_dict()),
+                model=ocp.args.StandardSave(_model_item(state)),
+                train=ocp.args.StandardSave(_train_item(state)),
                 data=ocp.args.JsonSave(dict(data_state)),
-                config=ocp.args.JsonSave(dict(config)),
+                config=ocp.args.JsonSave({**dict(config), "format": FORMAT}),
             ),
             force=True,
         )
@@ -193,19 +222,40 @@ class RunCheckpoints:
         return int(step)
 
     def read_json(self, step: int | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
-        """``(step, data_state, config)`` of a checkpoint without reading the arrays."""
+        """``(step, data_state, config)`` of a checkpoint without reading the arrays.
+
+        Raises ``ValueError`` for a checkpoint whose files are damaged, naming the path and the
+        other checkpoints available. ``config["format"]`` is the layout (1 = diff-pixel 0.1).
+        """
         step = self._step_or_latest(step)
-        out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()),
-        )
-        return step, dict(out.data), dict(out.config)
+        try:
+            out = self.manager.restore(
+                step,
+                args=ocp.args.Composite(data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()),
+            )
+        except Exception as exc:  # orbax raises several types for missing/damaged items
+            raise ValueError(
+                f"RunCheckpoints: the checkpoint at {self.path(step)} cannot be read ({exc}); "
+                f"checkpoints available: {self.steps()}"
+            ) from exc
+        config = dict(out.config)
+        config.setdefault("format", 1)
+        if config["format"] not in (1, FORMAT):
+            raise ValueError(
+                f"RunCheckpoints: the checkpoint at {self.path(step)} has layout format "
+                f"{config['format']}, this diff-pixel reads formats 1 and {FORMAT}; upgrade "
+                "diff-pixel"
+            )
+        return step, dict(out.data), config
 
     def check_structure(self, step: int, like: TrainState) -> None:
         """Raise ``ValueError`` listing arrays whose path, shape or dtype differ from ``like``."""
-        meta = self.manager.item_metadata(step)["state"]
-        saved = _signature(getattr(meta, "tree", meta))
-        current = _signature(like.as_dict())
+        meta = self.manager.item_metadata(step)
+        saved, current = {}, {}
+        for item, tree in (("model", _model_item(like)), ("train", _train_item(like))):
+            m = meta[item]
+            saved.update({f"{item}/{k}": v for k, v in _signature(getattr(m, "tree", m)).items()})
+            current.update({f"{item}/{k}": v for k, v in _signature(tree).items()})
         problems = []
         for k in sorted(set(saved) | set(current)):
             a, b = saved.get(k), current.get(k)
@@ -217,27 +267,62 @@ class RunCheckpoints:
             )
             raise ValueError(
                 f"RunCheckpoints.restore: the checkpoint at {self.path(step)} holds a state of "
-                f"another model or optimiser: {shown}"
+                f"another model, optimiser or method state: {shown}"
+            )
+
+    def require_resumable(self, step: int, config: Mapping[str, Any]) -> None:
+        """``ValueError`` for a diff-pixel 0.1 checkpoint (format 1), which cannot be resumed."""
+        if config.get("format", 1) == 1:
+            raise ValueError(
+                f"RunCheckpoints: the checkpoint at {self.path(step)} was written by diff-pixel "
+                "0.1 (train-state format 1); diff-pixel 0.2 cannot resume its training (the state "
+                "now keeps named optimisers, EMAs and method state). Its weights still load for "
+                "sampling (Trainer.restore, diff-pixel sample); start a new run in another out_dir"
             )
 
     def restore(self, step: int | None, like: TrainState) -> tuple[int, TrainState, dict, dict]:
-        """Restore ``(step, state, data_state, config)`` into ``like``'s shapes and shardings."""
-        step = self._step_or_latest(step)
+        """Restore ``(step, state, data_state, config)`` into ``like``'s shapes and shardings.
+
+        A diff-pixel 0.1 checkpoint cannot be resumed (its state has no named optimisers): a
+        ``ValueError`` says so and points to :meth:`restore_model_arrays`, which reads its weights.
+        """
+        step, _, config = self.read_json(step)
+        self.require_resumable(step, config)
         self.check_structure(step, like)
 
         def abstract(x: Any) -> Any:
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
 
-        target = jax.tree.map(abstract, like.as_dict())
         out = self.manager.restore(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target),
+                model=ocp.args.StandardRestore(jax.tree.map(abstract, _model_item(like))),
+                train=ocp.args.StandardRestore(jax.tree.map(abstract, _train_item(like))),
                 data=ocp.args.JsonRestore(),
                 config=ocp.args.JsonRestore(),
             ),
         )
-        return step, TrainState.from_dict(out.state), dict(out.data), dict(out.config)
+        state = TrainState(**out.model, **out.train)
+        return step, state, dict(out.data), dict(out.config)
+
+    def restore_model_arrays(self, step: int | None = None) -> tuple[int, dict, dict, dict]:
+        """``(step, variables, ema, config)``: nested dicts of arrays (no optimiser needed), what
+        :meth:`Trainer.restore <diff_pixel.train.Trainer.restore>` writes into a model.
+
+        ``ema`` maps optimiser names to their EMA trees. A diff-pixel 0.1 checkpoint (format 1)
+        reads too: its model variables and its single EMA (as optimiser ``"model"``); its paths
+        are 0.1's (:func:`diff_pixel.models.upgrade_v01_paths` renames them).
+        """
+        step, _, config = self.read_json(step)
+        if config["format"] == 1:
+            out = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            )
+            graph_state = out.state["graph_state"]
+            variables = graph_state.get("0", graph_state.get(0))
+            return step, dict(variables), {"model": dict(out.state["ema"])}, config
+        out = self.manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore()))
+        return step, dict(out.model["variables"]), dict(out.model.get("ema") or {}), config
 
     def close(self) -> None:
         self.manager.close()

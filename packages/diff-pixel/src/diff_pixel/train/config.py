@@ -22,7 +22,6 @@ RESUMABLE_FIELDS = frozenset(
     {
         "steps",
         "log_every",
-        "sample_every",
         "checkpoint_every",
         "keep_checkpoints",
         "out_dir",
@@ -40,12 +39,13 @@ class TrainConfig:
       steps: total optimiser steps of the run (a resumed run continues up to this).
       batch_size: global batch size (all devices and processes together).
       lr: peak learning rate. warmup_steps: linear warm-up from 0. lr_decay: ``"constant"``
-        after warm-up or ``"cosine"`` decay to 0 at ``steps``.
+        after warm-up, or ``"cosine"`` / ``"linear"`` decay to 0 at ``steps``.
       b1, b2, eps, weight_decay: AdamW (``optax.adamw``). grad_clip: global-norm clip (0 = off).
       ema_decay: EMA decay; ema_warmup: use ``min(decay, (1 + s)/(10 + s))`` at step s.
       seed: seeds the model-independent randomness of the run (step keys, data order).
-      log_every: steps per ``metrics.jsonl`` record. sample_every: steps per sample grid
-        (0 = only at the end). checkpoint_every: steps per checkpoint (0 = only at the end).
+      log_every: steps per ``metrics.jsonl`` record. checkpoint_every: steps per checkpoint
+        (0 = only at the end and on interruption). Sample grids and curves are hooks
+        (:mod:`diff_pixel.images`), with their own period.
       keep_checkpoints: how many checkpoints to keep.
       on_nonfinite: ``"raise"`` (``FloatingPointError``) or ``"skip"`` (discard the update).
       out_dir: run directory (checkpoints/, metrics.jsonl, samples/, loss.png).
@@ -56,7 +56,7 @@ class TrainConfig:
     batch_size: int
     lr: float = 1e-4
     warmup_steps: int = 1000
-    lr_decay: Literal["constant", "cosine"] = "constant"
+    lr_decay: Literal["constant", "cosine", "linear"] = "constant"
     b1: float = 0.9
     b2: float = 0.99
     eps: float = 1e-8
@@ -66,7 +66,6 @@ class TrainConfig:
     ema_warmup: bool = True
     seed: int = 0
     log_every: int = 50
-    sample_every: int = 1000
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     on_nonfinite: Literal["raise", "skip"] = "raise"
@@ -94,7 +93,6 @@ class TrainConfig:
         integer("warmup_steps", 0)
         integer("seed", 0)
         integer("log_every", 1)
-        integer("sample_every", 0)
         integer("checkpoint_every", 0)
         integer("keep_checkpoints", 1)
         real("lr", 0.0, math.inf, hi_open=True)
@@ -104,9 +102,10 @@ class TrainConfig:
         real("weight_decay", 0.0, math.inf, hi_open=True)
         real("grad_clip", 0.0, math.inf, hi_open=True)
         real("ema_decay", 0.0, 1.0, hi_open=True)
-        if self.lr_decay not in ("constant", "cosine"):
+        if self.lr_decay not in ("constant", "cosine", "linear"):
             raise ValueError(
-                f"TrainConfig: lr_decay must be 'constant' or 'cosine', got {self.lr_decay!r}"
+                "TrainConfig: lr_decay must be 'constant', 'cosine' or 'linear', "
+                f"got {self.lr_decay!r}"
             )
         if self.on_nonfinite not in ("raise", "skip"):
             raise ValueError(

@@ -1,9 +1,11 @@
 """Run logging: ``metrics.jsonl`` records (interval means) and the tqdm progress bar.
 
-One JSON object per ``log_every`` steps: ``step`` (completed steps), ``loss``, ``grad_norm``,
-``lr``, ``ema_decay``, ``examples_per_s``, ``wall_s`` and the loss function's own metrics, each the
-mean over the steps of the interval (array metrics such as per-λ-bin sums and counts are averaged
-element-wise, so ``sum/count`` ratios stay exact). Records are appended as they come; on resume
+One JSON object per ``log_every`` steps: ``step`` (completed steps), every metric the step
+returned (``loss``, ``grad_norm``, ``ema_decay`` and the losses' own metrics; prefixed
+``"{phase}/"`` when a step has several phases), ``lr`` (one default optimiser), ``examples_per_s``,
+``wall_s`` and ``skipped``, each metric the mean over the steps of the interval that reported it
+(array metrics such as per-λ-bin sums and counts are averaged element-wise, so ``sum/count``
+ratios stay exact). Records are appended as they come; on resume
 the file is rewritten atomically keeping the records with ``step ≤`` the restored step.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,36 +20,12 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["MetricsAccumulator", "MetricsLog", "atomic_write_bytes", "read_metrics"]
+from diff_protocol.io import atomic_write
+
+__all__ = ["MetricsAccumulator", "MetricsLog", "read_metrics"]
 
 # Per-step bookkeeping that is not averaged into the records.
 _SKIP = frozenset({"finite"})
-
-
-def _file_mode() -> int:
-    # the permissions open() would give a new file (0o666 minus the process umask); mkstemp's
-    # temporary files are 0o600, which would otherwise survive the rename
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _jsonable(v: Any) -> Any:
@@ -74,14 +51,19 @@ class MetricsAccumulator:
         return len(self._items)
 
     def mean(self) -> dict[str, Any]:
-        """Element-wise mean over the collected steps (float64 on the host); empties the buffer."""
+        """Element-wise mean over the collected steps (float64 on the host) of every metric, each
+        over the steps that reported it (alternating phases report on some steps only); empties
+        the buffer."""
         if not self._items:
             return {}
         host = jax.device_get(self._items)
         self._items = []
-        keys = host[0].keys()
+        keys: dict[str, None] = {}
+        for h in host:
+            keys.update(dict.fromkeys(h))
         return {
-            k: np.mean(np.stack([np.asarray(h[k], np.float64) for h in host]), axis=0) for k in keys
+            k: np.mean(np.stack([np.asarray(h[k], np.float64) for h in host if k in h]), axis=0)
+            for k in keys
         }
 
 
@@ -98,12 +80,12 @@ class MetricsLog:
             return
         records = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
         text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
-        atomic_write_bytes(self.path, text.encode())
+        atomic_write(self.path, text)
 
     def clear(self) -> None:
         """Start a fresh file (a new run in this directory)."""
         if self.enabled:
-            atomic_write_bytes(self.path, b"")
+            atomic_write(self.path, b"")
 
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:

@@ -1,18 +1,23 @@
-"""The pure train step: loss, gradient, clipping + AdamW, EMA, non-finite guard.
+"""The pure train step: phases, gradients, named optimisers, EMAs, non-finite guard.
 
-Step ``s`` (``state.step = s`` completed steps before it):
+Step ``s`` (``state.step = s`` completed steps before it), for each active phase in order
+(:class:`~diff_pixel.train.spec.Phase`):
 
-1. ``model, optimizer = nnx.merge(graphdef, state.graph_state)``;
-2. ``(loss, metrics), g = nnx.value_and_grad(loss_fn)(model, batch, fold_in(key, s), aux)``;
-3. ``‖g‖`` (global norm, before clipping); ``optimizer.update(model, g)`` applies the optax
-   chain (global-norm clipping, AdamW);
-4. ``ema ← d_s·ema + (1 − d_s)·θ`` with ``d_s = min(decay, (1 + s)/(10 + s))`` (warm-up);
-5. ``finite = isfinite(loss) ∧ isfinite(‖g‖)``; if not finite the new variables and EMA are
-   discarded (``optax.apply_if_finite`` semantics) and only the step counter advances, so the
-   data stream moves on; the trainer raises or skips according to ``on_nonfinite``.
+1. merge the current variables into the model; split off the variables of the phase's
+   optimisers (their filters) from the rest (read-only inside the loss);
+2. ``(loss, metrics), g = value_and_grad(loss)`` with respect to those variables; ``‖g‖`` is the
+   global norm before clipping;
+3. each optimiser applies its optax transformation to its part of ``g``; its EMA takes
+   ``ema ← d·ema + (1 − d)·θ`` with ``d = min(decay, (1 + c)/(10 + c))`` (warm-up; c = that
+   optimiser's update count); its count advances;
+4. ``finite = isfinite(loss) ∧ isfinite(‖g‖)`` over the phases; if not finite, every update of
+   the step is discarded (``optax.apply_if_finite`` semantics) and only the step counter
+   advances, so the data stream moves on; the trainer raises or skips per ``on_nonfinite``.
 
-``aux`` carries frozen pytrees (a teacher, an encoder) as jit *arguments*, never as
-closed-over constants, so they are neither baked into the executable nor recompiled.
+Optimisers that no active phase names keep their variables and optimiser states bitwise; frozen
+variables (selected by no optimiser) never change. ``aux`` carries frozen pytrees (a teacher, an
+encoder) as jit *arguments*, never closed-over constants, so they are neither baked into the
+executable nor recompiled for new values.
 """
 
 from __future__ import annotations
@@ -25,115 +30,166 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh
 
+from diff_pixel.train.optim import ema_decay_at
 from diff_pixel.train.sharding import replicated
-from diff_pixel.train.state import TrainState, ema_decay_at
+from diff_pixel.train.spec import Phase, StepSpec
+from diff_pixel.train.state import TrainState
 
-__all__ = ["LossFn", "StepFn", "make_train_step", "train_step_fn"]
+__all__ = ["StepFn", "TrainStep", "make_train_step", "train_step_fn"]
 
-LossFn = Callable[[nnx.Module, Mapping[str, jax.Array], jax.Array, Any], tuple[jax.Array, dict]]
 StepFn = Callable[[TrainState, Mapping[str, jax.Array], Any], tuple[TrainState, dict]]
 
 
-def train_step_fn(
-    graphdef: nnx.GraphDef,
-    loss_fn: LossFn,
-    ema_decay: float,
-    ema_warmup: bool = True,
-) -> StepFn:
-    """The un-jitted step ``step(state, batch, aux) -> (state, metrics)`` described above.
+def _prefixed(spec: StepSpec, phase: Phase, key: str) -> str:
+    return key if len(spec.phases) == 1 else f"{phase.name}/{key}"
 
-    ``metrics`` holds the loss function's metrics plus ``loss``, ``grad_norm``, ``ema_decay``
-    and ``finite`` (bool). A replacement built with the same signature can be passed to
-    :class:`~diff_pixel.train.Trainer` as ``step_fn`` (e.g. alternating updates of two
-    models held in one container module).
-    """
-    if not callable(loss_fn):
-        raise TypeError(f"train_step_fn: loss_fn must be callable, got {type(loss_fn).__name__}")
+
+def _check_loss_output(phase: Phase, out: Any) -> tuple[Any, dict, Any]:
+    n = 3 if phase.updates_extra else 2
+    if not isinstance(out, tuple) or len(out) != n:
+        form = "(loss, metrics, extra)" if phase.updates_extra else "(loss, metrics)"
+        raise TypeError(
+            f"train step: the loss of phase {phase.name or 0!r} must return {form}, got "
+            f"{type(out).__name__}{'' if not isinstance(out, tuple) else f' of {len(out)}'}"
+        )
+    if not isinstance(out[1], Mapping):
+        raise TypeError(
+            f"train step: the metrics of phase {phase.name or 0!r} must be a dict, got "
+            f"{type(out[1]).__name__}"
+        )
+    return out if phase.updates_extra else (out[0], out[1], None)
+
+
+def train_step_fn(spec: StepSpec, active: tuple[int, ...]) -> StepFn:
+    """The un-jitted step ``step(state, batch, aux) -> (state, metrics)`` running the phases
+    ``active`` (indices into ``spec.phases``), as described in the module docstring."""
+    if not isinstance(spec, StepSpec):
+        raise TypeError(f"train_step_fn: spec must be a StepSpec, got {type(spec).__name__}")
+    optimizers = dict(spec.optimizers)
 
     def step(
         state: TrainState, batch: Mapping[str, jax.Array], aux: Any = None
     ) -> tuple[TrainState, dict]:
-        # copy=True: the merged Variables must not alias state.graph_state, which is still needed
-        # unchanged for the non-finite fallback below.
-        model, optimizer = nnx.merge(graphdef, state.graph_state, copy=True)
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        variables, extra = state.variables, state.extra
+        opt, ema, count = dict(state.opt), dict(state.ema), dict(state.count)
+        finite = jnp.asarray(True)
+        metrics: dict[str, Any] = {}
+        for i in active:
+            phase = spec.phases[i]
+            key = step_key if len(spec.phases) == 1 else jax.random.fold_in(step_key, i)
+            names = phase.optimizers
+            model = nnx.merge(spec.graphdef, variables, copy=True)
+            graphdef, *parts = nnx.split(model, *[optimizers[n].wrt for n in names], ...)
+            trained, rest = parts[:-1], parts[-1]
 
-        def objective(m: nnx.Module) -> tuple[jax.Array, dict]:
-            loss, metrics = loss_fn(m, batch, key, aux)
-            return jnp.asarray(loss, jnp.float32), metrics
+            def objective(
+                trained: list[Any], phase=phase, graphdef=graphdef, rest=rest, key=key, extra=extra
+            ):
+                m = nnx.merge(graphdef, *trained, rest)
+                args = (m, batch, key, aux) + ((extra,) if phase.updates_extra else ())
+                loss, mets, new_extra = _check_loss_output(phase, phase.loss(*args))
+                return jnp.asarray(loss, jnp.float32), (dict(mets), new_extra)
 
-        (loss, loss_metrics), grads = nnx.value_and_grad(objective, has_aux=True)(model)
-        grad_norm = optax.tree.norm(grads)
-        optimizer.update(model, grads)
-        graph_state = nnx.state((model, optimizer))
-        decay = ema_decay_at(state.step, ema_decay, ema_warmup)
-        ema = jax.tree.map(
-            lambda e, p: decay * e + (1.0 - decay) * p, state.ema, nnx.state(model, nnx.Param)
-        )
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            if names:
+                (loss, (mets, new_extra)), grads = jax.value_and_grad(objective, has_aux=True)(
+                    trained
+                )
+                grad_norm = optax.tree.norm(grads)
+            else:
+                loss, (mets, new_extra) = objective(trained)
+                grads, grad_norm = [], jnp.asarray(0.0, jnp.float32)
+            new_trained = []
+            for n, g, p in zip(names, grads, trained, strict=True):
+                spec_n = optimizers[n]
+                updates, opt[n] = spec_n.tx.update(g, opt[n], p)
+                p = optax.apply_updates(p, updates)
+                new_trained.append(p)
+                if n in ema:
+                    decay = ema_decay_at(count[n], spec_n.ema_decay, spec_n.ema_warmup)
+                    ema[n] = jax.tree.map(lambda e, q, d=decay: d * e + (1.0 - d) * q, ema[n], p)
+                    metrics[_prefixed(spec, phase, "ema_decay")] = decay
+                count[n] = count[n] + 1
+            variables = nnx.state(nnx.merge(graphdef, *new_trained, rest))
+            if phase.updates_extra:
+                extra = new_extra
+            finite = finite & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            for k, v in mets.items():
+                metrics[_prefixed(spec, phase, k)] = v
+            metrics[_prefixed(spec, phase, "loss")] = loss
+            if names:
+                metrics[_prefixed(spec, phase, "grad_norm")] = grad_norm
 
         def keep_if_finite(new: Any, old: Any) -> Any:
             return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
 
         new_state = TrainState(
-            graph_state=keep_if_finite(graph_state, state.graph_state),
+            variables=keep_if_finite(variables, state.variables),
+            opt=keep_if_finite(opt, state.opt),
             ema=keep_if_finite(ema, state.ema),
+            count=keep_if_finite(count, state.count),
             step=state.step + 1,
             key=state.key,
+            extra=keep_if_finite(extra, state.extra),
         )
-        metrics = dict(loss_metrics)
-        metrics.update(loss=loss, grad_norm=grad_norm, ema_decay=decay, finite=finite)
+        metrics["finite"] = finite
         return new_state, metrics
 
     return step
 
 
-def make_train_step(
-    graphdef: nnx.GraphDef,
-    loss_fn: LossFn,
-    ema_decay: float,
-    ema_warmup: bool = True,
-    *,
-    mesh: Mesh | None = None,
-    step_fn: Callable[..., StepFn] | None = None,
-) -> Callable[[TrainState, Mapping[str, jax.Array], Any], tuple[TrainState, dict]]:
-    """``jax.jit`` of :func:`train_step_fn` with the state donated (``donate_argnums=0``).
+class TrainStep:
+    """The jitted step of a :class:`StepSpec`: ``step(state, batch, aux=None, *, step=None)``.
 
-    Args:
-      graphdef: from ``nnx.split((model, optimizer))`` (see ``init_train_state``).
-      loss_fn: ``loss_fn(model, batch, key, aux) -> (loss, metrics)``.
-      ema_decay, ema_warmup: EMA settings.
-      mesh: when given, the new state and the metrics are constrained to stay replicated on
-        ``mesh`` (the batch is expected sharded over its data axis).
-      step_fn: a builder with :func:`train_step_fn`'s signature that replaces the default step.
-
-    Returns:
-      ``step(state, batch, aux) -> (state, metrics)``; the input ``state`` is consumed.
+    One executable per set of active phases (compiled on first use; alternating schemes compile
+    one per pattern), each ``jax.jit`` of :func:`train_step_fn` with the state donated. ``step``
+    is the host's count of completed steps (saves a device read); without it the state's
+    counter is read.
     """
-    args = (graphdef, loss_fn, float(ema_decay), bool(ema_warmup), mesh, step_fn)
+
+    def __init__(self, spec: StepSpec) -> None:
+        self.spec = spec
+        self._compiled: dict[tuple[int, ...], Callable[..., Any]] = {}
+
+    def jitted(self, active: tuple[int, ...]) -> Callable[..., Any]:
+        fn = self._compiled.get(active)
+        if fn is None:
+            pure = train_step_fn(self.spec, active)
+            if self.spec.mesh is None:
+                fn = jax.jit(pure, donate_argnums=0)
+            else:
+                rep = replicated(self.spec.mesh)
+                fn = jax.jit(pure, donate_argnums=0, out_shardings=(rep, rep))
+            self._compiled[active] = fn
+        return fn
+
+    def __call__(
+        self,
+        state: TrainState,
+        batch: Mapping[str, jax.Array],
+        aux: Any = None,
+        *,
+        step: int | None = None,
+    ) -> tuple[TrainState, dict]:
+        s = int(jax.device_get(state.step)) if step is None else int(step)
+        return self.jitted(self.spec.active(s))(state, batch, aux)
+
+
+def make_train_step(spec: StepSpec) -> TrainStep:
+    """The jitted step of ``spec`` (state donated: the input state is consumed).
+
+    Equal specs (same graphdef, phases, optimisers and mesh) return the same :class:`TrainStep`,
+    so trainers of equal models share compiled executables.
+    """
+    if not isinstance(spec, StepSpec):
+        raise TypeError(f"make_train_step: spec must be a StepSpec, got {type(spec).__name__}")
     try:
-        return _jitted_step(*args)
-    except TypeError:  # an unhashable loss_fn or step_fn: build without the cache
-        return _jitted_step.__wrapped__(*args)
+        return _cached_step(spec)
+    except TypeError:  # an unhashable loss or filter: build without the cache
+        return TrainStep(spec)
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_step(
-    graphdef: nnx.GraphDef,
-    loss_fn: LossFn,
-    ema_decay: float,
-    ema_warmup: bool,
-    mesh: Mesh | None,
-    step_fn: Callable[..., StepFn] | None,
-) -> Callable[[TrainState, Mapping[str, jax.Array], Any], tuple[TrainState, dict]]:
-    # Cached on (graphdef, loss_fn, ...): trainers of equal models (a resumed run, the trainers of
-    # a test suite) share one jitted function and therefore one compiled executable per input
-    # signature, instead of recompiling for every Trainer instance.
-    builder = train_step_fn if step_fn is None else step_fn
-    pure = builder(graphdef, loss_fn, ema_decay, ema_warmup)
-    if mesh is None:
-        return jax.jit(pure, donate_argnums=0)
-    rep = replicated(mesh)
-    return jax.jit(pure, donate_argnums=0, out_shardings=(rep, rep))
+def _cached_step(spec: StepSpec) -> TrainStep:
+    return TrainStep(spec)

@@ -1,4 +1,5 @@
-"""Regress a network onto a given denoiser (the "pretrained teacher" of the toy benchmarks)."""
+"""Regress a network onto a given denoiser (the "pretrained teacher" of the toy benchmarks), with
+the trainer."""
 
 from __future__ import annotations
 
@@ -12,67 +13,14 @@ import numpy as np
 from flax import nnx
 
 from diff_core import losses as core_losses
-from diff_core import timesampling
 from diff_core import weighting as core_weighting
-from diff_protocol import convert
+from diff_pixel.data.sampled import SampledData
+from diff_pixel.losses import example_keys, noise_batch, uniform_times
+from diff_pixel.train.config import TrainConfig
+from diff_pixel.train.trainer import Trainer
+from diff_protocol import check_denoiser, convert
 
-__all__ = ["SampledData", "fit_to_denoiser"]
-
-
-class SampledData:
-    """A resumable stream of batches drawn by ``sample_x(n, rng)`` (rng a numpy ``Generator``).
-
-    Batch s uses ``np.random.default_rng([seed, s])``, so the stream is a pure function of
-    (seed, s) and ``state()``/``restore()`` resume it exactly. Yields ``{"x", "index", "slot"}``.
-    """
-
-    def __init__(
-        self, sample_x: Callable[[int, np.random.Generator], Any], batch_size: int, *, seed: int = 0
-    ) -> None:
-        if not callable(sample_x):
-            raise TypeError(
-                f"SampledData: sample_x must be callable, got {type(sample_x).__name__}"
-            )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"SampledData: batch_size must be a positive int, got {batch_size!r}")
-        self.sample_x, self.batch_size, self.seed = sample_x, batch_size, int(seed)
-        self.position = 0
-
-    def __iter__(self) -> SampledData:
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        s = self.position // self.batch_size
-        out = self.sample_x(self.batch_size, np.random.default_rng([self.seed, s]))
-        x = np.asarray(out[0] if isinstance(out, tuple) else out, np.float32)
-        if x.shape[0] != self.batch_size:
-            raise ValueError(
-                f"SampledData: sample_x must return {self.batch_size} rows, got shape {x.shape}"
-            )
-        index = np.arange(self.position, self.position + self.batch_size, dtype=np.int64)
-        self.position += self.batch_size
-        return {"x": x, "index": index, "slot": np.arange(self.batch_size, dtype=np.int32)}
-
-    def state(self) -> dict[str, int]:
-        return {"position": self.position, "seed": self.seed}
-
-    def restore(self, state: Mapping[str, int]) -> None:
-        if int(state["seed"]) != self.seed:
-            raise ValueError(f"SampledData.restore: seed must be {self.seed}, got {state['seed']}")
-        self.position = int(state["position"])
-
-    def __repr__(self) -> str:
-        name = getattr(self.sample_x, "__qualname__", "sample_x")
-        return f"SampledData({name}, batch_size={self.batch_size}, seed={self.seed})"
-
-
-def _prediction(obj: Any, what: str) -> str:
-    pred = getattr(obj, "prediction", None)
-    if pred not in ("eps", "v", "x"):
-        raise ValueError(
-            f"fit_to_denoiser: {what}.prediction must be 'eps', 'v' or 'x', got {pred!r}"
-        )
-    return pred
+__all__ = ["fit_to_denoiser"]
 
 
 def fit_to_denoiser(
@@ -112,22 +60,17 @@ def fit_to_denoiser(
     Returns:
       The trained model (raw weights).
     """
-    from diff_pixel.train import TrainConfig, Trainer
-
-    model_pred = _prediction(model, "model")
-    target_pred = _prediction(target, "target")
+    model_pred = check_denoiser("fit_to_denoiser", model)
+    target_pred = check_denoiser("fit_to_denoiser", target)
     weighting = core_weighting.v_mse()
 
     def loss_fn(
         m: nnx.Module, batch: Mapping[str, jax.Array], key: jax.Array, aux: Any = None
     ) -> Any:
         x = batch["x"]
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-            key, batch["index"].astype(jnp.uint32)
-        )
-        u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0), ()))(keys)
-        t = timesampling.uniform_times(u)
-        eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x.shape[1:]))(keys)
+        keys = example_keys(key, batch["index"])
+        t = uniform_times(keys)
+        eps = noise_batch(keys, x.shape, x.dtype)
         z, lam, _ = core_losses.training_inputs(schedule, x, t, eps)
         out_t = jax.lax.stop_gradient(convert(target(z, lam), z, lam, target_pred, "v"))
         out = convert(m(z, lam), z, lam, model_pred, "v")
@@ -152,7 +95,6 @@ def fit_to_denoiser(
         ema_decay=0.999,
         seed=seed,
         log_every=max(1, min(100, steps)),
-        sample_every=0,
         checkpoint_every=0,
         out_dir=out_dir,
         progress=progress,

@@ -36,7 +36,7 @@ class CLIError(Exception):
 
 # -- pieces shared by the commands ------------------------------------------------------------
 def _run_preset(data: str) -> Any:
-    from diff_pixel.recipes import RUN_PRESETS
+    from diff_pixel.sid.recipes import RUN_PRESETS
 
     name = "digits" if data == "digits" else "photos"
     if name not in RUN_PRESETS:
@@ -59,7 +59,7 @@ def _model_config(preset: str, precision: str = "float32", image_size: int | Non
 
 
 def _recipe(kind: str, run: Any, resolution: int) -> Any:
-    from diff_pixel.recipes import SiD2Recipe, SiDRecipe
+    from diff_pixel.sid.recipes import SiD2Recipe, SiDRecipe
 
     classes = {"sid2": SiD2Recipe, "sid": SiDRecipe}
     if kind not in classes:
@@ -148,7 +148,7 @@ def grid_sampler(
             cond=cond,
             guidance=guidance if cond is not None else 1.0,
             interval=interval,
-            clip_x=recipe.clip_x,
+            x_clip=1.0 if recipe.clip_x else None,
         )
         return (images, lab) if lab is not None else images
 
@@ -156,17 +156,9 @@ def grid_sampler(
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from diff_pixel.train.logging import atomic_write_bytes
+    from diff_protocol.io import atomic_write, dumps_json
 
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
+    atomic_write(path, dumps_json(obj, indent=2) + "\n")
 
 
 def _mesh(devices: int | None) -> Any:
@@ -207,8 +199,9 @@ def train_run(
     digits, ``RUN_PRESETS["photos"]`` otherwise).
     """
     from diff_pixel.data import Loader
-    from diff_pixel.losses import recipe_loss
+    from diff_pixel.images import LossCurveHook, SampleGridHook
     from diff_pixel.models import build_model
+    from diff_pixel.sid.loss import recipe_loss
     from diff_pixel.train import TrainConfig, Trainer
 
     run = _run_preset(data)
@@ -234,7 +227,6 @@ def train_run(
             rec,
             steps=run.steps if steps is None else steps,
             log_every=50,
-            sample_every=500,
             checkpoint_every=500,
             **overrides,
         )
@@ -259,7 +251,7 @@ def train_run(
             train_cfg,
             loader,
             mesh=mesh,
-            sample_fn=sample_fn,
+            hooks=[SampleGridHook(sample_fn, every=500), LossCurveHook()],
             recipe=rec,
             resume=resume,
         )
@@ -295,7 +287,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # -- sample / evaluate ------------------------------------------------------------------------
 def _load_run(run_dir: str, step: int | None, raw: bool) -> tuple[Any, Any, dict[str, Any]]:
-    from diff_pixel.recipes import recipe_from_dict
+    from diff_pixel.sid.recipes import recipe_from_dict
     from diff_pixel.train import Trainer
 
     if not Path(run_dir, "checkpoints").is_dir():
@@ -397,7 +389,7 @@ def evaluate_run(
             sampler=recipe.sampler,
             seed=int(saved.get("train", {}).get("seed", 0)),
         )
-        result = {"data": "digits", "guidance": w, "interval": _jsonable(list(iv))}
+        result = {"data": "digits", "guidance": w, "interval": list(iv)}
         result.update(sampler_steps=n_steps, step=_ckpt_step(saved, path), **metrics)
     else:
         source = str(saved.get("data", {}).get("source", "photos"))
@@ -427,7 +419,7 @@ def _heldout_loss(
     from flax import nnx
 
     from diff_pixel.data import Loader
-    from diff_pixel.losses import recipe_loss
+    from diff_pixel.sid.loss import recipe_loss
 
     train = saved.get("train", {})
     # another data seed: the crop stream (and for folders the order) differs from training
@@ -470,7 +462,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _benchmark_script(name: str) -> Path:
     here = Path(__file__).resolve()
     candidates = [
-        here.parents[2] / "benchmarks" / name,
+        here.parents[3] / "benchmarks" / name,
         Path.cwd() / "benchmarks" / name,
         Path.cwd() / "packages" / "diff-pixel" / "benchmarks" / name,
     ]
@@ -583,7 +575,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 # -- argument parsing -------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    from diff_pixel.recipes import RUN_PRESETS
+    from diff_pixel.sid.recipes import RUN_PRESETS
 
     digits_run = RUN_PRESETS["digits"]
     digits_recipe = dict(digits_run.overrides)
@@ -673,11 +665,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "bench":
         parser.error(f"options after `--` are only for `bench`, got {' '.join(extra)}")
     args.script_args = extra
+    from diff_pixel.train import TrainingInterrupted
+
     try:
         return int(args.func(args) or 0)
     except CLIError as err:
         sys.stderr.write(f"diff-pixel: error: {err}\n")
         return 2
+    except TrainingInterrupted as err:
+        sys.stderr.write(f"diff-pixel: {err}; run the same command to resume\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,180 @@
+"""tools/ci_budget.py: test cases attributed to their distribution, budgets and hard caps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def make_tree(root: Path, names: dict[str, str]) -> None:
+    """Distribution folders (folder -> name) with a bare pyproject.toml each."""
+    for folder, name in names.items():
+        (root / folder).mkdir(parents=True)
+        (root / folder / "pyproject.toml").write_text(
+            f'[project]\nname = "{name}"\nversion = "0.1.0"\n', encoding="utf-8"
+        )
+    (root / "hatch.toml").write_text("", encoding="utf-8")
+
+
+TREE = {
+    "shared-core": "diff-protocol",
+    "packages/diff-core": "diff-core",
+    "packages/diff-new": "diff-new",
+}
+
+
+def junit(cases: list[tuple[str, float, str]], suite_time: float) -> str:
+    """A pytest-style JUnit XML; each case is (classname, seconds, outcome)."""
+    body = []
+    for i, (classname, seconds, outcome) in enumerate(cases):
+        inner = {
+            "passed": "",
+            "skipped": '<skipped type="pytest.skip" message="no jax">x</skipped>',
+            "failed": '<failure message="assert">x</failure>',
+        }[outcome]
+        body.append(
+            f'<testcase classname="{classname}" name="test_{i}" time="{seconds}">{inner}</testcase>'
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
+        f'<testsuite name="pytest" errors="0" failures="0" skipped="0" tests="{len(cases)}" '
+        f'time="{suite_time}">{"".join(body)}</testsuite></testsuites>'
+    )
+
+
+def write(tmp_path: Path, cases, suite_time: float = 0.0) -> Path:
+    path = tmp_path / "junit.xml"
+    path.write_text(junit(cases, suite_time or sum(c[1] for c in cases) + 5), encoding="utf-8")
+    return path
+
+
+def test_cases_go_to_their_distribution_and_budgets_apply(tmp_path: Path, tool) -> None:
+    ci_budget = tool("ci_budget")
+    make_tree(tmp_path, TREE)
+    path = write(
+        tmp_path,
+        [
+            ("shared-core.tests.test_protocol_vp", 4.0, "passed"),
+            ("shared-core.tests.test_protocol_vp", 0.0, "skipped"),
+            ("packages.diff-core.tests.test_core_x", 60.0, "passed"),
+            ("packages.diff-core.tests.test_core_x.TestClass", 40.0, "failed"),
+            ("packages.diff-new.tests.test_new_a", 100.0, "passed"),  # over 90, under 120
+            ("integration-tests.test_integration_registry", 2.0, "passed"),
+            ("elsewhere.test_stray", 1.0, "passed"),
+        ],
+        suite_time=215.0,
+    )
+    result = ci_budget.evaluate(path, tmp_path)
+    rows = {r.name: r for r in result.rows}
+    assert [r.name for r in result.rows] == [
+        "diff-core",
+        "diff-new",
+        "diff-protocol",
+        "integration-tests",
+    ]
+    assert (rows["diff-protocol"].tests, rows["diff-protocol"].skipped) == (2, 1)
+    assert (rows["diff-core"].tests, rows["diff-core"].seconds, rows["diff-core"].failed) == (
+        2,
+        100.0,
+        1,
+    )
+    assert rows["diff-core"].budget == ci_budget.BUDGETS["diff-core"]
+    assert rows["diff-new"].budget == ci_budget.DEFAULT_BUDGET
+    assert (ci_budget.DEFAULT_BUDGET.seconds, ci_budget.DEFAULT_BUDGET.cap) == (90, 120)
+    assert result.unattributed.tests == 1
+    assert result.problems == []
+    assert result.warnings == ["diff-new: 100 s is over its budget of 90 s (hard cap 120 s)"]
+    text = ci_budget.report(result, path)
+    assert "diff-new                  1    100.0      90   120  over budget" in text
+    assert "diff-core                 2    100.0     155   210  ok (65% of budget)" in text
+    assert "(unattributed)" in text
+    assert "suite 215.0 s, of which 8.0 s collection and start-up" in text
+    assert ci_budget.main([str(path), "--root", str(tmp_path)]) == 0
+
+
+def test_over_the_hard_cap_or_without_tests_fails(tmp_path: Path, tool, capsys) -> None:
+    ci_budget = tool("ci_budget")
+    make_tree(tmp_path, TREE)
+    path = write(
+        tmp_path,
+        [
+            ("shared-core.tests.test_protocol_vp", 0.0, "skipped"),
+            ("packages.diff-core.tests.test_core_x", 10.0, "passed"),
+            ("packages.diff-new.tests.test_new_a", 70.0, "passed"),
+            ("packages.diff-new.tests.test_new_b", 51.0, "passed"),
+            ("integration-tests.test_tools_x", 1.0, "passed"),
+        ],
+    )
+    assert ci_budget.main([str(path), "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "ci_budget: diff-new: 121 s is over its hard cap of 120 s (budget 90 s" in out
+    assert "ci_budget: diff-protocol: ran no test in the fast suite" in out
+    assert "ci_budget: 4 rows, 1 over the hard cap, 0 over budget, 1 without tests" in out
+
+
+def test_spec_budgets_and_caps(tool) -> None:
+    budgets = tool("ci_budget").BUDGETS
+    assert {n: (b.seconds, b.cap) for n, b in budgets.items()} == {
+        "diff-protocol": (15, 20),
+        "diff-core": (155, 210),
+        "diff-edm3d": (240, 320),
+        "diff-pixel": (300, 400),
+        "integration-tests": (30, 40),
+    }
+
+
+def test_unreadable_file_is_one_line(tmp_path: Path, tool, capsys) -> None:
+    ci_budget = tool("ci_budget")
+    make_tree(tmp_path, TREE)
+    assert ci_budget.main([str(tmp_path / "missing.xml"), "--root", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.startswith("ci_budget: cannot read ")
+    (tmp_path / "bad.xml").write_text("<testsuites><testcase", encoding="utf-8")
+    assert ci_budget.main([str(tmp_path / "bad.xml"), "--root", str(tmp_path)]) == 1
+
+
+def test_real_pytest_junit_is_attributed(tmp_path: Path, tool, repo_root: Path) -> None:
+    """pytest's own XML (importlib mode, the root pytest.ini) maps onto the folders."""
+    ci_budget = tool("ci_budget")
+    make_tree(tmp_path, TREE)
+    (tmp_path / "pytest.ini").write_text((repo_root / "pytest.ini").read_text(), encoding="utf-8")
+    tests = {
+        "shared-core/tests/test_protocol_a.py": "def test_a():\n    pass\n",
+        "packages/diff-core/tests/test_core_a.py": (
+            "import pytest\n\n\nclass TestA:\n    def test_a(self):\n        pass\n\n"
+            "@pytest.mark.slow\ndef test_slow():\n    pass\n\n"
+            "@pytest.mark.parametrize('n', [1, 2])\ndef test_b(n):\n    pass\n"
+        ),
+        "packages/diff-new/tests/test_new_a.py": "def test_a():\n    pass\n",
+        "integration-tests/test_integration_a.py": "def test_a():\n    pass\n",
+    }
+    for rel, text in tests.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    xml = tmp_path / "out" / "junit.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"]
+        + ["shared-core/tests", "packages/diff-core/tests", "packages/diff-new/tests"]
+        + ["integration-tests"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = ci_budget.evaluate(xml, tmp_path)
+    assert {r.name: r.tests for r in result.rows} == {
+        "diff-core": 3,  # the slow test is deselected and not in the XML
+        "diff-new": 1,
+        "diff-protocol": 1,
+        "integration-tests": 1,
+    }
+    assert result.unattributed.tests == 0 and result.problems == []
+
+
+@pytest.mark.parametrize("seconds", [15, 90, 155, 240, 300])
+def test_cap_is_four_thirds_rounded_up_to_ten(tool, seconds: int) -> None:
+    cap = tool("ci_budget")._cap(seconds)
+    assert cap % 10 == 0 and seconds * 4 / 3 <= cap < seconds * 4 / 3 + 10

@@ -1,0 +1,211 @@
+"""CI budget check: each distribution's fast-suite time against its budget and hard cap.
+
+Usage (from the repository root; ``.ci/run`` runs it right after the test step)::
+
+    hatch run test --junitxml=.ci-venv/logs/test-junit.xml
+    hatch run tools:budget .ci-venv/logs/test-junit.xml     # or: python tools/ci_budget.py FILE
+
+It reads the JUnit XML that pytest wrote and gives every test case to the distribution whose
+folder holds its file (pytest derives the ``classname`` from the path: a test of
+``packages/diff-core/tests/test_core_x.py`` has ``packages.diff-core.tests.test_core_x``), plus one
+row for ``integration-tests/``. A case's time is its setup + call + teardown, so a module- or
+session-scoped fixture counts where it is first used; collection and imports are not in any case
+and are printed as the difference to the suite's own time.
+
+Budgets come from the specs (BUDGETS below); a distribution without a row gets DEFAULT_BUDGET,
+the amendments' figure for every new package: fast suite <= 90 s on a quiet 2-core machine, hard
+cap 2 minutes. Where a spec gives only one figure, the hard cap is 4/3 of it (the 90 s / 120 s
+ratio), rounded up to 10 s.
+
+Exit status 1 when a distribution exceeds its hard cap, when a distribution of the tree ran no
+test (it has no fast test, or its tests were not collected), or when the file cannot be read;
+over budget but under the cap is printed as a warning and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from check_versions import distribution_folders, find_repo_root
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Seconds of the fast suite on a quiet 2-core machine: the target and the hard cap."""
+
+    seconds: float
+    cap: float
+    source: str
+
+
+def _cap(seconds: float) -> float:
+    return float(math.ceil(seconds * 4 / 3 / 10) * 10)
+
+
+#: Budgets named by the specs (default markers, serial, 2 cores).
+BUDGETS: dict[str, Budget] = {
+    "diff-protocol": Budget(15, _cap(15), "core.md section 5: diff-protocol <= 15 s"),
+    "diff-core": Budget(
+        155, _cap(155), "core.md section 5: numpy 70 + JAX 45 + torch 25 + CLI 15 s"
+    ),
+    "diff-edm3d": Budget(240, _cap(240), "edm3d.md 13.1: the fast suite under 4 minutes"),
+    "diff-pixel": Budget(300, _cap(300), "pixel.md 13: the default suite <= 5 min"),
+    # core.md section 5 gave 10 s when this folder held the three cross-package tests; the tests
+    # of tools/ have joined since (and one downstream test per package will): our figure.
+    "integration-tests": Budget(30, 40, "ours: cross-package tests and the tools' tests"),
+}
+DEFAULT_BUDGET = Budget(90, 120, "AMENDMENTS B: fast suite <= 90 s, hard cap 2 min")
+
+INTEGRATION = "integration-tests"
+
+
+@dataclass
+class Row:
+    """Test cases of one distribution (or of integration-tests/) in the XML."""
+
+    name: str
+    prefix: str
+    budget: Budget
+    tests: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Result:
+    rows: list[Row]
+    unattributed: Row
+    suite_seconds: float
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def groups(root: Path) -> list[Row]:
+    """One row per distribution folder (classname prefix from its path) plus integration-tests."""
+    rows = []
+    for folder in distribution_folders(root):
+        data = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
+        name = canonicalize_name(str(data.get("project", {}).get("name", folder.name)))
+        prefix = folder.relative_to(root).as_posix().replace("/", ".") + "."
+        rows.append(Row(name, prefix, BUDGETS.get(name, DEFAULT_BUDGET)))
+    rows.append(Row(INTEGRATION, INTEGRATION + ".", BUDGETS[INTEGRATION]))
+    return rows
+
+
+def evaluate(junit: Path, root: Path) -> Result:
+    """Attribute every test case of ``junit`` and compare each row with its budget."""
+    try:
+        tree = ET.parse(junit)
+    except (OSError, ET.ParseError) as exc:
+        raise ValueError(f"cannot read {junit}: {exc}") from exc
+    top = tree.getroot()
+    suites = [top] if top.tag == "testsuite" else list(top.iter("testsuite"))
+    rows = groups(root)
+    # Longest prefix first: a folder name that starts like another one never steals its cases.
+    by_prefix = sorted(rows, key=lambda r: len(r.prefix), reverse=True)
+    other = Row("(unattributed)", "", DEFAULT_BUDGET)
+    suite_seconds = 0.0
+    for suite in suites:
+        suite_seconds += float(suite.get("time", 0) or 0)
+        for case in suite.iter("testcase"):
+            classname = case.get("classname", "")
+            row = next((r for r in by_prefix if classname.startswith(r.prefix)), other)
+            row.tests += 1
+            row.seconds += float(case.get("time", 0) or 0)
+            if case.find("skipped") is not None:
+                row.skipped += 1
+            if case.find("failure") is not None or case.find("error") is not None:
+                row.failed += 1
+    result = Result(rows, other, suite_seconds)
+    for row in rows:
+        if row.tests - row.skipped == 0:
+            result.problems.append(
+                f"{row.name}: ran no test in the fast suite (none collected, or all skipped)"
+            )
+        elif row.seconds > row.budget.cap:
+            result.problems.append(
+                f"{row.name}: {row.seconds:.0f} s is over its hard cap of {row.budget.cap:.0f} s "
+                f"(budget {row.budget.seconds:.0f} s, {row.budget.source}); mark the long tests "
+                "@pytest.mark.slow or share their fixtures"
+            )
+        elif row.seconds > row.budget.seconds:
+            result.warnings.append(
+                f"{row.name}: {row.seconds:.0f} s is over its budget of "
+                f"{row.budget.seconds:.0f} s (hard cap {row.budget.cap:.0f} s)"
+            )
+    return result
+
+
+def report(result: Result, junit: Path) -> str:
+    lines = [
+        f"ci_budget: fast-suite seconds per distribution (test cases of {junit}; "
+        "setup + call + teardown)",
+        f"  {'distribution':<20} {'tests':>6} {'seconds':>8} {'budget':>7} {'cap':>5}  status",
+    ]
+    for row in [*result.rows, result.unattributed]:
+        if row is result.unattributed and row.tests == 0:
+            continue
+        if row is result.unattributed:
+            status, budget, cap = "not in any distribution folder", "", ""
+        else:
+            budget, cap = f"{row.budget.seconds:.0f}", f"{row.budget.cap:.0f}"
+            if row.tests - row.skipped == 0:
+                status = "NO TESTS"
+            elif row.seconds > row.budget.cap:
+                status = "OVER HARD CAP"
+            elif row.seconds > row.budget.seconds:
+                status = "over budget"
+            else:
+                status = f"ok ({100 * row.seconds / row.budget.seconds:.0f}% of budget)"
+        lines.append(
+            f"  {row.name:<20} {row.tests:>6} {row.seconds:>8.1f} {budget:>7} {cap:>5}  {status}"
+        )
+    counted = sum(r.seconds for r in [*result.rows, result.unattributed])
+    tests = sum(r.tests for r in [*result.rows, result.unattributed])
+    lines.append(
+        f"  {'all':<20} {tests:>6} {counted:>8.1f} "
+        f"{sum(r.budget.seconds for r in result.rows):>7.0f} "
+        f"{sum(r.budget.cap for r in result.rows):>5.0f}  suite {result.suite_seconds:.1f} s, of "
+        f"which {max(result.suite_seconds - counted, 0.0):.1f} s collection and start-up"
+    )
+    lines += [f"ci_budget: warning: {w}" for w in result.warnings]
+    lines += [f"ci_budget: {p}" for p in result.problems]
+    over = sum(1 for p in result.problems if "hard cap" in p)
+    lines.append(
+        f"ci_budget: {len(result.rows)} rows, {over} over the hard cap, "
+        f"{len(result.warnings)} over budget, {len(result.problems) - over} without tests"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("junit", type=Path, help="JUnit XML written by pytest --junitxml")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="monorepo root (default: the folder holding hatch.toml above the working directory)",
+    )
+    args = parser.parse_args(argv)
+    root = (args.root or find_repo_root(Path.cwd())).resolve()
+    try:
+        result = evaluate(args.junit, root)
+    except ValueError as exc:
+        print(f"ci_budget: {exc}")
+        return 1
+    print(report(result, args.junit))
+    return 1 if result.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
