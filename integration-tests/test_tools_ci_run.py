@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 CI_LIMIT_S = 90 * 60
-STEPS = ["env", "lint", "versions", "test", "budget", "isolation", "isolation-lowest"]
+STEPS = ["env", "lint", "versions", "imports", "test", "budget", "isolation", "isolation-lowest"]
 
 FAKE_HATCH = r"""#!/usr/bin/env bash
 # Stand-in for hatch: records each call and the environment .ci/run exports, then acts per step.
@@ -155,6 +155,7 @@ def test_green_run_recaps_every_step_and_ends_with_pytest_summary(
         "run pip check",
         "run lint:check",
         "run tools:versions",
+        "run tools:imports",
         f"run test --junitxml={junit}",
         f"run tools:budget {junit}",
         "run tools:isolation --all",

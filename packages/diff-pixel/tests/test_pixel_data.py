@@ -217,3 +217,29 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(ValueError, match="bad.png"):
         image_folder(broken, 8)
     assert len(image_folder(loose, 8, labels="none")) == 2
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    import importlib
+
+    from diff_pixel.data import digits as digits_source
+    from diff_pixel.data.digits import _digits_arrays
+
+    real = importlib.import_module
+
+    def without_sklearn(name, *args, **kwargs):
+        if name.split(".")[0] == "sklearn":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    _digits_arrays.cache_clear()
+    monkeypatch.setattr(importlib, "import_module", without_sklearn)
+    try:
+        with pytest.raises(ImportError) as err:
+            digits_source(16)
+    finally:
+        _digits_arrays.cache_clear()
+    assert str(err.value) == (
+        "digits() needs sklearn, which is not installed: pip install 'diff-pixel[digits]' "
+        "(or 'diff-pixel[all]')"
+    )

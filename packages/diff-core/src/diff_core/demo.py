@@ -11,11 +11,11 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from diff_protocol.io import atomic_write
 
 PROBLEMS = ("ring6", "mix1d", "hadamard16")
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m")
@@ -41,19 +41,6 @@ class DemoConfig:
 
     def quick(self) -> DemoConfig:
         return dataclasses.replace(self, n=QUICK["n"], steps=QUICK["steps"])
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _require_demo_extra() -> Any:
@@ -214,17 +201,17 @@ def run_demo(cfg: DemoConfig) -> int:
         n_eval = nfe(load_sampler(name), n, "denoise")
         rows.append({"sampler": name, "steps": n, "nfe": n_eval, **_score(prob, x, reference)})
     out = Path(cfg.out)
-    write_atomic(out / "samples.png", _plot(plt, cfg, prob, data, samples))
+    atomic_write(out / "samples.png", _plot(plt, cfg, prob, data, samples))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in rows[1:]:
         writer.writerow({k: r[k] for k in COLUMNS})
-    write_atomic(out / "metrics.csv", buf.getvalue().encode())
+    atomic_write(out / "metrics.csv", buf.getvalue().encode())
     meta = {"config": dataclasses.asdict(cfg), "data_row": rows[0], "runs": rows[1:]}
-    write_atomic(out / "metrics.json", json.dumps(meta, indent=2, allow_nan=True).encode())
+    atomic_write(out / "metrics.json", json.dumps(meta, indent=2, allow_nan=True).encode())
     table = markdown_table(rows)
-    write_atomic(out / "metrics.md", table.encode())
+    atomic_write(out / "metrics.md", table.encode())
     print(table, end="")
     print(f"wrote {out / 'samples.png'}, metrics.csv, metrics.json, metrics.md")
     return 0
@@ -278,6 +265,6 @@ def plot_schedules(resolution: int, out: str) -> int:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    write_atomic(Path(out), buf.getvalue())
+    atomic_write(Path(out), buf.getvalue())
     print(f"wrote {out}")
     return 0
