@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,7 @@ def test_lower_explicit_version_is_refused(tool) -> None:
 def test_release_bumps_files_dates_changelog_and_reports_dependents(tmp_path: Path, tool) -> None:
     release = tool("release")
     make_tree(tmp_path)
+    (tmp_path / "packages" / "diff-core" / "CHANGELOG.md").chmod(0o640)
     old, new, files = release.prepare(
         tmp_path, "diff-core", "minor", date=dt.date(2025, 3, 4), dry_run=False
     )
@@ -84,6 +86,9 @@ def test_release_bumps_files_dates_changelog_and_reports_dependents(tmp_path: Pa
     assert 'version = "9.9.9"' in pyproject  # only [project] is touched
     assert '__version__ = "0.2.0"' in (core / "src/diff_core/__init__.py").read_text()
     log = (core / "CHANGELOG.md").read_text()
+    # rewritten through a temporary file, each file keeps its permission bits
+    assert stat.S_IMODE((core / "CHANGELOG.md").stat().st_mode) == 0o640
+    assert sorted(p.name for p in core.iterdir()) == ["CHANGELOG.md", "pyproject.toml", "src"]
     assert (
         log.index("## [Unreleased]")
         < log.index("## [0.2.0] - 2025-03-04")

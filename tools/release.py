@@ -28,6 +28,7 @@ import argparse
 import datetime as dt
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -100,9 +101,22 @@ def date_changelog(text: str, new: str, date: dt.date) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Replace an existing file atomically, keeping its permission bits.
+
+    The one hand-rolled temporary file of the tree, on purpose: this script runs in hatch's
+    detached ``tools`` environment, which has no workspace package (so no
+    ``diff_protocol.io.atomic_write``). It only ever rewrites files that exist (pyproject.toml,
+    ``__init__.py``, CHANGELOG.md), whose mode it copies to the new file.
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def prepare(

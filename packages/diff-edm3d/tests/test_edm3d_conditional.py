@@ -177,5 +177,5 @@ def test_property_classifier_learns_and_the_protocol_runs(qm9_head, tmp_path):
                "--classifier", str(tmp_path / "clf"), "--n-samples", "6", "--grid-steps", "4",
                "--batch-size", "3", "--out", str(tmp_path / "ev")])  # fmt: skip
     assert rc == 0
-    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    ev = json.loads((tmp_path / "ev" / "conditional_alpha.json").read_text())
     assert ev["property"] == "alpha" and ev["n"] == 6 and ev["mae"] > 0

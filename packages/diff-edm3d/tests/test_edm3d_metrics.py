@@ -17,6 +17,7 @@ from diff_edm3d.metrics import (
     molecule_metrics,
     molecule_smiles,
     pairwise_distances_pm,
+    plausibility,
     reference_smiles,
     stability,
     wilson_interval,
@@ -159,3 +160,62 @@ def test_metrics_accept_batches_and_report(qm9_head):
     assert report["rdkit"]["n_generated"] == 40
     with pytest.raises(ValueError, match="precision must be"):
         stability(sub, precision="float16")
+
+
+def test_scattered_atoms_are_valid_for_rdkit_but_not_plausible():
+    """The issue's case: 19 unbonded N atoms at +-2000 Å. RDKit's official validity counts them
+    (each N becomes NH3, the largest fragment is kept); plausibility does not."""
+    n = QM9_WITH_H.encode(["N"])[0]
+    pos = np.array([[2000.0 * (-1) ** i, 3.0 * i, -1.5 * i] for i in range(19)])
+    far = MoleculeSet(pos, np.full(19, n), [19])
+    assert chem_metrics(far).validity == 1.0
+    assert stability(far).molecule_stability == 0.0
+    r = plausibility(far)
+    assert r.plausible.tolist() == [False] and r.plausible_fraction == 0.0
+    assert r.exploded.tolist() == [True] and r.n_fragments.tolist() == [19]
+    assert not r.all_bonded[0]
+    d = molecule_metrics(far)["plausibility"]
+    assert (d["n_plausible"], d["n_exploded"], d["plausible"]) == (0, 1, 0.0)
+    assert d["max_radius_angstrom"] > 2000
+
+
+def test_plausibility_on_constructed_molecules(qm9_head):
+    methane = qm9_head.select_ids([1])
+    pos, types = methane[0]
+    cases = {
+        "methane": (pos, types),
+        "two methanes 10 Å apart": (np.concatenate([pos, pos + 10.0]), np.tile(types, 2)),
+        "an H moved 2 Å out": (pos + np.r_[[0.0] * 3, 2 * (pos[1] - pos[0]) / 1.09, [0.0] * 9]
+                               .reshape(5, 3), types),
+        "two atoms 0.3 Å apart": (np.array([[0.0, 0, 0], [0.3, 0, 0]]), types[:2]),
+        "a lone atom": (pos[:1], types[:1]),
+        "methane 40 Å from a methane": (np.concatenate([pos, pos + 40.0]), np.tile(types, 2)),
+    }  # fmt: skip
+    r = plausibility(list(cases.values()))
+    got = dict(zip(cases, r.plausible.tolist()))
+    assert got == {
+        "methane": True,
+        "two methanes 10 Å apart": False,
+        "an H moved 2 Å out": False,
+        "two atoms 0.3 Å apart": False,
+        "a lone atom": False,
+        "methane 40 Å from a methane": False,
+    }
+    assert r.n_fragments.tolist() == [1, 2, 2, 1, 1, 2]
+    assert r.too_close.tolist() == [False, False, False, True, False, False]
+    # 40 Å apart puts every atom about 34.6 Å from the centroid: beyond the 30 Å bound
+    assert r.exploded.tolist() == [False] * 5 + [True]
+    with pytest.raises(ValueError, match="min_distance"):
+        plausibility(list(cases.values()), min_distance=-1)
+
+
+def test_plausibility_golden_first_1000(qm9_head):
+    r = plausibility(qm9_head)
+    assert r.n_plausible == 999
+    assert qm9_head.ids[~r.plausible].tolist() == [271]  # splits into two fragments
+    assert r.min_distance.min() > 0.95 and r.radius.max() < 5.0
+    # every stable molecule is one connected, plausible molecule
+    assert not np.any(stability(qm9_head).molecule_stable & ~r.plausible)
+    # batched by size and chunked: the same as molecule by molecule
+    one = [plausibility(qm9_head[i : i + 1]).plausible[0] for i in range(0, 1000, 97)]
+    assert one == r.plausible[::97].tolist()

@@ -1,4 +1,5 @@
-"""Pictures: the 5 x 5 molecule grid (1000 x 1000 px, green/red titles), chain and curves."""
+"""Pictures: the 5 x 5 molecule grid (1012 x 1012 px with gaps, green/red titles), chain and
+curves."""
 
 from __future__ import annotations
 
@@ -22,13 +23,17 @@ def test_grid_of_25_qm9_molecules(tmp_path):
     assert 0 < st.n_stable_molecules < 25  # Indices 23, 24, 25 are unstable (spec 13.1 #14)
     path = render_grid(ms, tmp_path / "grid.png")
     with Image.open(path) as im:
-        assert im.size == (1000, 1000)
+        assert im.size == (1012, 1012)  # 5 tiles of 200 px, 6 white gaps of 2 px
         img = np.asarray(im.convert("RGB"))
+    for g in range(6):  # the gaps between tiles are background, in both directions
+        assert (img[:, g * 202 : g * 202 + 2] == 255).all() and (
+            img[g * 202 : g * 202 + 2] == 255
+        ).all()
     # stable titles are green, unstable red; atoms in CPK colours (O red, N blue)
     assert _colour_pixels(img, (0, 128, 0)) > 100
     assert _colour_pixels(img, (255, 0, 0)) > 20
     assert _colour_pixels(img, (48, 80, 248)) > 20  # nitrogen
-    top = img[:200, :200]  # tile 0 is methane: grey C and white H on white, no blue/red atoms
+    top = img[2:202, 2:202]  # tile 0 is methane: grey C and white H on white, no blue/red atoms
     assert _colour_pixels(top, (48, 80, 248)) == 0
     before = path.read_bytes()
     try:
@@ -41,9 +46,22 @@ def test_grid_of_25_qm9_molecules(tmp_path):
 def test_training_curves(tmp_path):
     rows = [{"step": i + 1, "loss": 1.0 / (i + 1), "grad_norm": 2.0} for i in range(60)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    p = plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
+    # no evaluation yet: two panels, no empty "evaluation (EMA)" panel
+    p = plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png",
+                             tmp_path / "eval.jsonl")  # fmt: skip
+    with Image.open(p) as im:
+        assert im.size == (900, 360)
+    evals = [{"step": 30, "molecule_stability": 0.1, "atom_stability": 0.6, "val_nll": 80.0},
+             {"step": 60, "molecule_stability": 0.2, "atom_stability": 0.7, "val_nll": 60.0}]  # fmt: skip
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+    p = plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png",
+                             tmp_path / "eval.jsonl", overwrite=True)  # fmt: skip
     with Image.open(p) as im:
         assert im.size == (1300, 360)
+        img = np.asarray(im.convert("RGB"))
+    # the third panel holds the evaluation markers (matplotlib's C0 blue and C3 red)
+    third = img[:, 900:]
+    assert _colour_pixels(third, (31, 119, 180)) > 20 and _colour_pixels(third, (214, 39, 40)) > 20
 
 
 def test_stability_agreement_float32_float64():

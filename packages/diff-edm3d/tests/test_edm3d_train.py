@@ -1,10 +1,11 @@
 """Trainer: adaptive clipping, EMA, checkpoints (safetensors / weights_only), bitwise resume, bad
-checkpoints, and the short CPU learning curve (spec 10, 13.1 #17, 13.2 #24)."""
+checkpoints, Ctrl-C, divergence, and the short CPU learning curve (spec 10, 13.1 #17, 13.2 #24)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from diff_edm3d import load_checkpoint, preset
-from diff_edm3d.train import AdaptiveClipper, Trainer, ema_update
+from diff_edm3d.checkpoint import CheckpointError
+from diff_edm3d.train import AdaptiveClipper, Trainer, TrainingInterrupted, ema_update
 
 
 @pytest.fixture
@@ -55,10 +57,9 @@ def test_ema_update_rule():
 
 
 def _config(out: Path, steps: int, **kw):
-    return preset(
-        "tiny", out=str(out), steps=steps, eval_every=0, checkpoint_every=3, progress=False,
-        threads=None, **kw,
-    )  # fmt: skip
+    kw = {"checkpoint_every": 3, **kw}
+    return preset("tiny", out=str(out), steps=steps, eval_every=0, progress=False, threads=None,
+                  **kw)  # fmt: skip
 
 
 def _log_losses(out: Path) -> list[tuple[int, float, float]]:
@@ -99,31 +100,145 @@ def test_resume_is_bitwise(qm9_head, tmp_path, one_thread):
 
 def test_changed_config_and_corrupted_checkpoint(qm9_head, tmp_path, one_thread):
     data = qm9_head.subset(np.arange(64))
-    Trainer(_config(tmp_path / "run", 3), train_set=data).fit()
+    Trainer(_config(tmp_path / "run", 6), train_set=data).fit()  # checkpoints at 3 and 6
     with pytest.raises(ValueError, match=r"differing fields \['lr'\]"):
         Trainer(_config(tmp_path / "run", 6, lr=1e-3), train_set=data)
-    ckpt = tmp_path / "run" / "ckpt_00000003"
-    before = (ckpt / "ema.safetensors").read_bytes()
+    ckpt = tmp_path / "run" / "ckpt_00000006"
+    originals = {f.name: f.read_bytes() for f in ckpt.iterdir()}
     bad = tmp_path / "bad"
-    shutil.copytree(ckpt, bad)
-    (bad / "ema.safetensors").write_bytes(before[: len(before) // 2])
-    with pytest.raises(ValueError, match="corrupted"):
-        load_checkpoint(bad)
-    (bad / "ema.safetensors").write_bytes(before)
-    (bad / "trainer_state.json").write_text("{not json")
-    with pytest.raises(ValueError, match="corrupted"):
-        load_checkpoint(bad)
-    assert (ckpt / "ema.safetensors").read_bytes() == before  # nothing overwritten
+
+    def corrupt(name: str, content: bytes) -> None:
+        if bad.exists():
+            shutil.rmtree(bad)
+        shutil.copytree(ckpt, bad)
+        (bad / name).write_bytes(content)
+
+    ema = originals["ema.safetensors"]
+    garbled = bytearray(ema)
+    garbled[len(ema) // 2] ^= 0x55  # one byte of tensor data: safetensors itself cannot tell
+    for name, content, reason in [
+        ("ema.safetensors", ema[: len(ema) // 2], "ema.safetensors has .* bytes"),
+        ("ema.safetensors", bytes(garbled), "ema.safetensors does not match its recorded SHA-256"),
+        ("trainer_state.json", b"{not json", "trainer_state.json is not valid JSON"),
+    ]:
+        corrupt(name, content)
+        with pytest.raises(CheckpointError, match=f"checkpoint {bad} is unreadable \\({reason}"):
+            load_checkpoint(bad)
+    # raw weights are verified separately: the garbled EMA does not stop the model from loading
+    corrupt("ema.safetensors", bytes(garbled))
+    assert load_checkpoint(bad, weights="model") is not None
+    # the newest checkpoint of a run is unreadable: the error offers the older one by step
+    shutil.copytree(tmp_path / "run", tmp_path / "run2")
+    (tmp_path / "run2" / "ckpt_00000006" / "model.safetensors").write_bytes(b"\0" * 10)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "run2", weights="model")
+    assert isinstance(info.value, ValueError)
+    assert info.value.available == [("ckpt_00000003", 3)]
+    assert str(info.value).endswith("available: ckpt_00000003 (step=3)")
+    assert "(--step 3)" in info.value.message("", "--step ")
+    old = load_checkpoint(tmp_path / "run2", weights="model", step=3)
+    assert old.trainer_state["step"] == 3
+    with pytest.raises(FileNotFoundError, match=r"available: ckpt_00000006 \(step=6\)"):
+        load_checkpoint(tmp_path / "run2", step=4)
+    # resuming from it says which file, what to do, and changes nothing
+    with pytest.raises(CheckpointError, match="move or delete"):
+        Trainer(_config(tmp_path / "run2", 9), train_set=data)
+    # a checkpoint written before checksums existed still loads (and is still read strictly)
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    del state["files"]
+    corrupt("trainer_state.json", json.dumps(state).encode())
+    assert load_checkpoint(bad).trainer_state["step"] == 6
+    assert {f.name: f.read_bytes() for f in ckpt.iterdir()} == originals  # nothing overwritten
     # tensors of another shape are refused with the differing keys
-    shutil.rmtree(bad)
-    shutil.copytree(ckpt, bad)
-    state = json.loads((bad / "trainer_state.json").read_text())
     state["model"]["dynamics"]["config"]["nf"] = 16
-    (bad / "trainer_state.json").write_text(json.dumps(state))
+    corrupt("trainer_state.json", json.dumps(state).encode())
     with pytest.raises(ValueError, match="shape mismatches"):
         load_checkpoint(bad)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_ctrl_c_checkpoints_at_a_step_boundary_and_resumes_bitwise(qm9_head, tmp_path, one_thread):
+    """SIGINT during step 4 lets the step finish, writes ckpt_00000004 and raises
+    TrainingInterrupted; the same command then resumes to the uninterrupted result."""
+    data = qm9_head.subset(np.arange(200))
+    straight = Trainer(_config(tmp_path / "a", 6, checkpoint_every=100), train_set=data)
+    straight.fit()
+    first = Trainer(_config(tmp_path / "b", 6, checkpoint_every=100), train_set=data)
+    step_fn = first.train_step
+
+    def step_with_ctrl_c(molecules, step):
+        if step == 3:  # the fourth step: Ctrl-C arrives while it runs
+            signal.raise_signal(signal.SIGINT)
+        return step_fn(molecules, step)
+
+    first.train_step = step_with_ctrl_c
+    with pytest.raises(TrainingInterrupted) as info:
+        first.fit()
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert info.value.step == 4 and info.value.checkpoint == tmp_path / "b" / "ckpt_00000004"
+    assert (tmp_path / "b" / "curves.png").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = Trainer(_config(tmp_path / "b", 6, checkpoint_every=100), train_set=data)
+    assert resumed.step == 4
+    resumed.fit()
+    for name in ("model", "ema"):
+        sa = getattr(straight, name).state_dict()
+        sb = getattr(resumed, name).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    assert _log_losses(tmp_path / "a") == _log_losses(tmp_path / "b")
+    # during an evaluation (minutes of sampling on the paper's model) Ctrl-C stops at once
+    cfg = _config(tmp_path / "c", 6, checkpoint_every=100).with_(eval_every=2)
+    third = Trainer(cfg, train_set=data)
+    evaluated = []
+
+    def evaluate_with_ctrl_c():
+        evaluated.append(third.step)
+        signal.raise_signal(signal.SIGINT)
+        raise AssertionError("the evaluation must stop at Ctrl-C")
+
+    third.evaluate = evaluate_with_ctrl_c
+    with pytest.raises(TrainingInterrupted) as info:
+        third.fit()
+    assert evaluated == [2] and info.value.step == 2
+    assert [p.name for p in (tmp_path / "c").glob("ckpt_*")] == ["ckpt_00000002"]
+
+
+def test_checkpoint_files_follow_the_umask(qm9_head, tmp_path, one_thread):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        Trainer(_config(tmp_path / "run", 1), train_set=qm9_head.subset(np.arange(16))).fit()
+    finally:
+        os.umask(old)
+    ckpt = tmp_path / "run" / "ckpt_00000001"
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o750  # not mkdtemp's 0700
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in ckpt.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o640) and len(modes) == 4  # not safetensors' 0600
+
+
+def test_divergence_names_the_step_and_the_learning_rate(qm9_head, tmp_path, one_thread):
+    data = qm9_head.subset(np.arange(64))
+    trainer = Trainer(_config(tmp_path / "run", 5, lr=1e12), train_set=data)
+    with pytest.raises(FloatingPointError) as info:
+        trainer.fit()
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert f"training diverged at step {trainer.step + 1}" in msg
+    assert "lower the learning rate (--lr, now 1e+12; preset 'tiny' uses 0.0005)" in msg
+    assert trainer.step >= 1  # the first step's update is what blows up the next one
+
+
+def test_device_must_exist(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=r"device must be available on this machine \(cpu\)"):
+        Trainer(_config(tmp_path, 1, device="cuda"), train_set=None)
+    with pytest.raises(ValueError, match="device must be a torch device"):
+        Trainer(_config(tmp_path, 1, device="gpu"), train_set=None)
+    assert not tmp_path.joinpath("config.json").exists()
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -33,7 +34,12 @@ def test_digits_run_reaches_the_spec_accuracy(tmp_path):
         json.loads((out / "metrics.json").read_text())["class_accuracy"]
         == metrics["class_accuracy"]
     )
-    assert Image.open(out / "samples.png").size == (640, 640)
+    # a 10×10 grid of 16×16 digits scaled ×4, one labelled row per class, gaps between tiles
+    from diff_pixel.images import make_grid
+
+    labelled = make_grid(np.zeros((100, 16, 16)), labels=np.repeat(np.arange(10), 10), scale=4)
+    assert np.asarray(Image.open(out / "samples.png")).shape == labelled.shape[:2]
+    assert set(json.loads((out / "metrics.json").read_text())["glossary"]) == set(metrics)
 
     _, ema, _ = Trainer.restore(out / "run")
     clf = DigitsClassifier.load(out / "run" / "digits_classifier_16.npz")

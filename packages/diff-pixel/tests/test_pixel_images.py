@@ -9,40 +9,38 @@ from PIL import Image
 from diff_pixel.images import make_grid, save_grid, save_loss_curve, to_uint8
 
 
-def test_to_uint8_mapping():
-    np.testing.assert_array_equal(to_uint8([-1.0, 0.0, 1.0, -3.0, 2.0]), [0, 128, 255, 0, 255])
-    with pytest.raises(ValueError, match="finite"):
-        to_uint8([np.nan])
+def test_grids_are_diff_cores_one_helper():
+    import diff_core.images
+
+    assert make_grid is diff_core.images.make_grid and save_grid is diff_core.images.save_grid
+    assert to_uint8 is diff_core.images.to_uint8
 
 
-def test_grid_layout_is_row_major_and_exact(tmp_path):
+def test_class_grid_has_gaps_and_drawn_row_labels(tmp_path):
     rng = np.random.default_rng(0)
-    images = rng.uniform(-1, 1, (100, 16, 16, 1)).astype(np.float32)
+    images = rng.uniform(-1, 1, (20, 16, 16, 1)).astype(np.float32)
+    labels = np.repeat(np.arange(4), 5)
     path = tmp_path / "g.png"
-    grid = save_grid(path, images, nrow=10, scale=3)
-    assert grid.shape == (160, 160, 1)
-    for i in (0, 9, 10, 57, 99):
-        r, c = divmod(i, 10)
-        np.testing.assert_array_equal(
-            grid[16 * r : 16 * r + 16, 16 * c : 16 * c + 16], to_uint8(images[i])
-        )
+    grid, layout = save_grid(path, images, labels=labels, scale=3, boxes=True)
     png = np.asarray(Image.open(path))
-    assert png.shape == (480, 480)  # grey PNG, scaled 3× (nearest)
-    np.testing.assert_array_equal(png[::3, ::3], grid[..., 0])
-
-
-def test_grid_one_row_per_class_and_padding():
-    images = np.stack([np.full((4, 4, 3), v, np.float32) for v in (-1.0, 0.0, 1.0, 0.5, -0.5)])
-    labels = np.array([2, 0, 2, 0, 1])
-    grid = make_grid(images, labels=labels, padding=1, pad_value=1.0)
-    # rows: class 0 → images 1, 3; class 1 → image 4; class 2 → images 0, 2; two columns
-    assert grid.shape == (3 * 4 + 4, 2 * 4 + 3, 3)
-    cell = lambda r, c: grid[1 + 5 * r : 5 + 5 * r, 1 + 5 * c : 5 + 5 * c]  # noqa: E731
-    assert (cell(0, 0) == 128).all() and (cell(0, 1) == 191).all()
-    assert (cell(1, 0) == 64).all() and (cell(1, 1) == 255).all()  # empty cell = background
-    assert (cell(2, 0) == 0).all() and (cell(2, 1) == 255).all()
-    with pytest.raises(ValueError, match="make_grid: images must have shape"):
-        make_grid(np.zeros((2, 4, 4, 2)))
+    np.testing.assert_array_equal(png, grid[..., 0])
+    assert (layout.rows, layout.cols) == (4, 5) and layout.band_left > 0
+    covered = np.zeros(png.shape, bool)
+    for i in range(20):
+        top, left, bottom, right = layout.boxes[i]
+        np.testing.assert_array_equal(png[top:bottom:3, left:right:3], to_uint8(images[i])[..., 0])
+        covered[top:bottom, left:right] = True
+    # tiles are separated by gaps of background (scale 3 → 3-pixel gaps); nothing touches
+    _, left0, _, right0 = layout.boxes[0]
+    assert (
+        layout.boxes[1][1] - right0 == 3
+        and (png[:, right0 : right0 + 3][covered[:, left0]] == 255).all()
+    )
+    band = png[:, : layout.band_left]
+    for r in range(4):  # the class number is drawn beside each row
+        top, _, bottom, _ = layout.boxes[5 * r]
+        assert (band[top:bottom] < 128).sum() >= 5
+    assert (png[:, layout.band_left :][~covered[:, layout.band_left :]] == 255).all()
 
 
 def test_loss_curve_png(tmp_path):

@@ -122,6 +122,17 @@ def test_per_example_determinism():
     assert float(jnp.min(jnp.max(jnp.abs(other - full), axis=1))) > 1e-3  # every row changes
 
 
+def test_key_must_be_a_prng_key():
+    den = gaussian(0.0, 1.0).denoiser("x")
+    kw = dict(shape=(2, 1), schedule=COSINE, steps=2)
+    with pytest.raises(TypeError, match=r"sample: key must be a JAX PRNG key .*got int 0"):
+        sample(den, key=0, **kw)
+    with pytest.raises(TypeError, match=r"key must be a JAX PRNG key .*dtype float32"):
+        sample(den, key=jnp.zeros(2), **kw)
+    legacy = sample(den, key=jax.random.PRNGKey(0), **kw)  # raw uint32 keys still work
+    assert legacy.shape == (2, 1)
+
+
 def test_guided_sampling_of_a_backbone(tiny_model, tmp_path):
     label = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
     cond = Cond(label=label, drop=jnp.zeros(8, bool))

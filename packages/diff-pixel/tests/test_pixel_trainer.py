@@ -301,10 +301,9 @@ def test_sample_grids_and_loss_curve_are_hooks(tmp_path):
     files = sorted(os.listdir(tmp_path / "s" / "samples"))
     assert files == ["step_0000002.png", "step_0000004.png"]
     img = np.asarray(Image.open(tmp_path / "s" / "samples" / files[-1]))
-    assert img.shape == (8, 16)  # two classes → two rows; four images of class 1 → four columns
     expected, labels = sample_fn(t.ema_model(), t.sample_key())
     from diff_pixel.images import make_grid
 
-    np.testing.assert_array_equal(
-        img, make_grid(np.asarray(expected), labels=np.asarray(labels))[..., 0]
-    )
+    grid, layout = make_grid(np.asarray(expected), labels=np.asarray(labels), boxes=True)
+    assert (layout.rows, layout.cols) == (2, 4)  # two classes → two rows; four of class 1
+    np.testing.assert_array_equal(img, grid[..., 0])

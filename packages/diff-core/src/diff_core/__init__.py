@@ -6,7 +6,8 @@ Schedules (:mod:`diff_core.schedules`), loss weightings and the weighted loss
 (:mod:`diff_core.samplers`), time grids (:mod:`diff_core.grids`), the sampling driver
 (:func:`sample`), classifier-free guidance with an interval (:mod:`diff_core.guidance`), exact
 distributions and denoisers (:mod:`diff_core.analytic`), distribution metrics
-(:mod:`diff_core.metrics`) and test helpers (:mod:`diff_core.testing`). ``import diff_core``
+(:mod:`diff_core.metrics`), sample grids as pictures (:mod:`diff_core.images`, Pillow from the
+``demo`` extra) and test helpers (:mod:`diff_core.testing`). ``import diff_core``
 imports neither JAX nor torch.
 """
 
@@ -14,6 +15,7 @@ from . import (
     analytic,
     grids,
     guidance,
+    images,
     losses,
     metrics,
     samplers,
@@ -65,6 +67,7 @@ __all__ = [
     "gaussian",
     "grids",
     "guidance",
+    "images",
     "guided",
     "heun",
     "interval_from_sigma",

@@ -16,7 +16,7 @@ from .batch import (
     to_packed,
     to_padded,
 )
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .com import ComFreeNoise, com_free_kl, com_free_log_density, remove_mean
 from .compat import from_official_state_dict, load_official_checkpoint, to_official_state_dict
 from .conditional import (
@@ -51,10 +51,18 @@ from .dynamics import (
     egnn_parameter_count,
 )
 from .elements import QM9_NO_H, QM9_WITH_H, ElementSet
-from .metrics import ChemResult, StabilityResult, chem_metrics, molecule_metrics, stability
+from .metrics import (
+    ChemResult,
+    PlausibilityResult,
+    StabilityResult,
+    chem_metrics,
+    molecule_metrics,
+    plausibility,
+    stability,
+)
 from .schedule import EDMSchedule
 from .sizes import AtomCountDistribution, PropertyGivenSize
-from .train import PRESETS, TrainConfig, Trainer, preset
+from .train import PRESETS, TrainConfig, Trainer, TrainingInterrupted, preset
 
 __version__ = "0.1.1"
 
@@ -65,6 +73,7 @@ __all__ = [
     "QM9_NO_H",
     "QM9_WITH_H",
     "AtomCountDistribution",
+    "CheckpointError",
     "ChemResult",
     "ComFreeNoise",
     "Dynamics",
@@ -82,12 +91,14 @@ __all__ = [
     "NLLTerms",
     "PackedBatch",
     "PaddedBatch",
+    "PlausibilityResult",
     "PropertyClassifier",
     "PropertyGivenSize",
     "PropertyNormaliser",
     "StabilityResult",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "__version__",
     "build_context",
     "chem_metrics",
@@ -107,6 +118,7 @@ __all__ = [
     "molecule_metrics",
     "official_halves",
     "official_split",
+    "plausibility",
     "preset",
     "read_molecules",
     "read_sdf",

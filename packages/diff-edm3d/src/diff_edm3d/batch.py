@@ -405,6 +405,11 @@ def collate(
     positions = np.asarray(molecules.positions, dtype=np.float64)
     types = np.asarray(molecules.types).astype(np.int64)
     n_atoms = np.asarray(molecules.n_atoms).astype(np.int64)
+    if n_atoms.size == 0:
+        raise ValueError(
+            f"{func}: molecules must hold at least one molecule, got an empty "
+            f"{type(molecules).__name__} (0 molecules; e.g. subset() of an empty selection)"
+        )
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError(f"{func}: positions must have shape [A, 3], got {positions.shape}")
     limit = int(max_atoms if max_atoms is not None else elements.max_atoms)

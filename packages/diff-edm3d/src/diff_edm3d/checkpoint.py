@@ -11,11 +11,15 @@ A checkpoint is a directory ``ckpt_{step:08d}/`` (or ``best/``) holding
 | | versions, and ``model``: what rebuilds the `EDM` (dynamics, EDMConfig, p(M), p(c given M)) |
 
 It is written under a temporary name and renamed, so a crash never leaves a half-written
-checkpoint under the final name.
+checkpoint under the final name. ``trainer_state.json`` records the SHA-256 and size of every
+other file; loading verifies them, so a truncated or garbled file is reported as a
+`CheckpointError` (a ``ValueError``) that names the checkpoint, what is wrong with it and the
+other checkpoints of the run, instead of loading garbage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +32,8 @@ from torch import nn
 
 __all__ = [
     "CHECKPOINT_FILES",
+    "CheckpointError",
+    "available_checkpoints",
     "build_edm",
     "describe_edm",
     "latest_checkpoint",
@@ -39,6 +45,98 @@ __all__ = [
 ]
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "trainer_state.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (truncated, garbled or missing files).
+
+    ``str(exc)`` is one line: the checkpoint, the reason, and the other checkpoints of the same
+    run with the argument that loads each (``step=N``); `message` formats it for a command line
+    (``--step N``).
+
+    Attributes:
+        path: the unreadable checkpoint directory.
+        reason: what is wrong with it.
+        available: ``(name, step)`` of the run's other checkpoints, newest first (step ``"best"``
+            for ``best/``).
+        hint: an optional last sentence (what to do).
+    """
+
+    def __init__(
+        self,
+        func: str,
+        path: Path,
+        reason: str,
+        available: list[tuple[str, int | str]],
+        hint: str = "",
+    ) -> None:
+        self.func = func
+        self.path = Path(path)
+        self.reason = reason
+        self.available = available
+        self.hint = hint
+        super().__init__(self.message(f"{func}: ", "step="))
+
+    def message(self, prefix: str = "", flag: str = "step=") -> str:
+        """The one-line message, ``flag`` naming how to select another checkpoint."""
+        if self.available:
+            others = ", ".join(f"{name} ({flag}{step})" for name, step in self.available)
+        else:
+            others = "none"
+        text = f"{prefix}checkpoint {self.path} is unreadable ({self.reason}); available: {others}"
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _step_of(path: Path) -> int | str:
+    return "best" if path.name == "best" else int(path.name[5:])
+
+
+def available_checkpoints(run_dir: str | os.PathLike, exclude: Path | None = None) -> list[Path]:
+    """The checkpoints of a run, newest first, ``best/`` last (``exclude`` left out)."""
+    run_dir = Path(run_dir)
+    found = list(reversed(list_checkpoints(run_dir)))
+    if (run_dir / "best" / "trainer_state.json").is_file():
+        found.append(run_dir / "best")
+    if exclude is not None:
+        found = [p for p in found if p.resolve() != Path(exclude).resolve()]
+    return found
+
+
+def _error(func: str, path: Path, reason: str, hint: str = "") -> CheckpointError:
+    others = available_checkpoints(path.parent, exclude=path)
+    return CheckpointError(func, path, reason, [(p.name, _step_of(p)) for p in others], hint)
+
+
+def _verify_file(checkpoint: Path, name: str, state: dict[str, Any], func: str) -> Path:
+    """The path of ``name`` in a checkpoint after checking it exists and matches the size and
+    SHA-256 recorded in ``trainer_state.json`` (checkpoints written before 0.1.1 record none)."""
+    f = Path(checkpoint) / name
+    if not f.is_file():
+        raise _error(func, Path(checkpoint), f"{name} is missing")
+    files = state.get("files")
+    record = files.get(name) if isinstance(files, dict) else None
+    if isinstance(record, dict):
+        size = f.stat().st_size
+        if size != record.get("bytes"):
+            raise _error(
+                func,
+                Path(checkpoint),
+                f"{name} has {size} bytes, {record.get('bytes')} were written: truncated or "
+                "changed",
+            )
+        if _sha256(f) != record.get("sha256"):
+            raise _error(
+                func, Path(checkpoint), f"{name} does not match its recorded SHA-256: garbled"
+            )
+    return f
 
 
 def _versions() -> dict[str, str]:
@@ -149,7 +247,18 @@ def save_checkpoint(
         state = dict(trainer_state or {})
         state["model"] = describe_edm(model)
         state["versions"] = _versions()
+        state["files"] = {
+            f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+            for f in sorted(tmp.iterdir())
+            if f.name in CHECKPOINT_FILES
+        }
         (tmp / "trainer_state.json").write_text(_json_dump(state), encoding="utf-8")
+        # mkdtemp makes the folder 0700 and safetensors its files 0600: apply the umask instead
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             if old.exists():
@@ -178,8 +287,18 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _resolve(path: str | os.PathLike, func: str) -> Path:
+def _resolve(path: str | os.PathLike, func: str, step: int | str | None = None) -> Path:
     path = Path(path)
+    if step is not None:
+        name = "best" if step == "best" else f"ckpt_{int(step):08d}"
+        target = path / name
+        if (target / "trainer_state.json").is_file():
+            return target
+        others = ", ".join(f"{p.name} (step={_step_of(p)})" for p in available_checkpoints(path))
+        raise FileNotFoundError(
+            f"{func}: step must name a checkpoint of the run {path}, got {step!r} (no {target}); "
+            f"available: {others or 'none'}"
+        )
     if (path / "trainer_state.json").is_file():
         return path
     latest = latest_checkpoint(path)
@@ -191,29 +310,39 @@ def _resolve(path: str | os.PathLike, func: str) -> Path:
     )
 
 
-def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``trainer_state.json`` of a checkpoint (ValueError when corrupted)."""
-    path = _resolve(path, "read_trainer_state")
+def read_trainer_state(path: str | os.PathLike, step: int | str | None = None) -> dict[str, Any]:
+    """The parsed ``trainer_state.json`` of a checkpoint (`CheckpointError` when corrupted)."""
+    path = _resolve(path, "read_trainer_state", step)
     f = path / "trainer_state.json"
     try:
-        return json.loads(f.read_text(encoding="utf-8"))
+        state = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(
-            f"read_trainer_state: {f} must be valid JSON, got a corrupted file ({exc})"
+        raise _error(
+            "read_trainer_state", path, f"trainer_state.json is not valid JSON: {exc}"
         ) from exc
+    if not isinstance(state, dict):
+        raise _error(
+            "read_trainer_state",
+            path,
+            f"trainer_state.json must hold an object, got {type(state).__name__}",
+        )
+    return state
 
 
-def _load_tensors(f: Path, func: str) -> dict[str, torch.Tensor]:
+def _load_tensors(
+    checkpoint: Path, name: str, state: dict[str, Any], func: str
+) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    if not f.is_file():
-        raise FileNotFoundError(f"{func}: checkpoint file must exist, got missing {f}")
+    f = _verify_file(checkpoint, f"{name}.safetensors", state, func)
     try:
-        return load_file(str(f))
+        tensors = load_file(str(f))
     except Exception as exc:  # safetensors raises its own error types
-        raise ValueError(
-            f"{func}: {f} must be a valid safetensors file, got a corrupted file ({exc})"
-        ) from exc
+        raise _error(func, checkpoint, f"{f.name} is not a valid safetensors file: {exc}") from exc
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all())
+    if bad:
+        raise _error(func, checkpoint, f"{f.name} holds non-finite values in {bad[:3]}")
+    return tensors
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], func: str = "load_state") -> None:
@@ -239,6 +368,7 @@ def load_checkpoint(
     weights: str = "ema",
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    step: int | str | None = None,
 ) -> Any:
     """Rebuild the `EDM` of a checkpoint and load its EMA (default) or raw weights.
 
@@ -246,19 +376,30 @@ def load_checkpoint(
         path: a checkpoint directory, or a run directory (its newest ``ckpt_*``).
         weights: ``"ema"`` or ``"model"``.
         device, dtype: where to put the model.
+        step: with a run directory, the checkpoint of that step (``ckpt_{step:08d}``) or
+            ``"best"`` instead of the newest.
 
     Raises:
-        ValueError: corrupted files, or tensors that do not match the described model (the
-            message lists the differing keys).
+        CheckpointError: (a ``ValueError``) a truncated, garbled or missing file; the message
+            names the checkpoint and the run's other checkpoints.
+        ValueError: tensors that do not match the described model (the message lists the
+            differing keys).
+        FileNotFoundError: no checkpoint at ``path`` (or no ``step`` there).
     """
+    from .devices import resolve_device
+
     if weights not in ("ema", "model"):
         raise ValueError(f"load_checkpoint: weights must be 'ema' or 'model', got {weights!r}")
-    path = _resolve(path, "load_checkpoint")
+    device = resolve_device(device, "load_checkpoint")
+    path = _resolve(path, "load_checkpoint", step)
     state = read_trainer_state(path)
     if "model" not in state:
-        raise ValueError(f"load_checkpoint: {path}/trainer_state.json must describe the model")
-    edm = build_edm(state["model"])
-    tensors = _load_tensors(path / f"{weights}.safetensors", "load_checkpoint")
+        raise _error("load_checkpoint", path, "trainer_state.json does not describe the model")
+    try:
+        edm = build_edm(state["model"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _error("load_checkpoint", path, f"trainer_state.json: {exc}") from exc
+    tensors = _load_tensors(path, weights, state, "load_checkpoint")
     load_state(edm, tensors, "load_checkpoint")
     edm = edm.to(device)
     if dtype is not None:
@@ -269,21 +410,23 @@ def load_checkpoint(
     return edm
 
 
-def load_optimizer_state(path: str | os.PathLike) -> dict[str, Any]:
-    """``optimizer.pt`` loaded with ``weights_only=True`` (ValueError when corrupted)."""
-    f = Path(path) / "optimizer.pt"
-    if not f.is_file():
-        raise FileNotFoundError(
-            f"load_optimizer_state: checkpoint file must exist, got missing {f}"
-        )
+def load_optimizer_state(
+    path: str | os.PathLike, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``optimizer.pt`` loaded with ``weights_only=True`` (`CheckpointError` when corrupted)."""
+    path = Path(path)
+    f = _verify_file(path, "optimizer.pt", state or {}, "load_optimizer_state")
     try:
         return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(
-            f"load_optimizer_state: {f} must be a torch state dict, got a corrupted file ({exc})"
+        raise _error(
+            "load_optimizer_state", path, f"optimizer.pt is not a torch state dict: {exc}"
         ) from exc
 
 
-def load_tensors(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor]:
-    """``{name}.safetensors`` of a checkpoint directory."""
-    return _load_tensors(Path(path) / f"{name}.safetensors", "load_tensors")
+def load_tensors(
+    path: str | os.PathLike, name: str, state: dict[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """``{name}.safetensors`` of a checkpoint directory, verified against ``state`` (its
+    ``trainer_state.json``) when given."""
+    return _load_tensors(Path(path), name, state or {}, "load_tensors")

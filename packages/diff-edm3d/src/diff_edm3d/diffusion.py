@@ -161,6 +161,15 @@ class _State:
     padded: PaddedBatch | None = field(default=None)
 
 
+def _check_generator(generator: Any, func: str) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"EDM.{func}: generator must be a torch.Generator or None, got "
+            f"{type(generator).__name__} {generator!r:.40} (for a seed, pass "
+            f"torch.Generator().manual_seed(seed))"
+        )
+
+
 def default_grid(T: int) -> list[int]:
     """The paper's grid: every knot k = T, T-1, ..., 0."""
     return list(range(T, -1, -1))
@@ -269,6 +278,18 @@ class EDM(nn.Module):
             )
         if not batch.x.dtype.is_floating_point:
             raise TypeError(f"EDM.{func}: batch.x must be floating point, got {batch.x.dtype}")
+        param = next(self.dynamics.parameters(), None)
+        if param is not None and batch.x.dtype != param.dtype:
+            raise TypeError(
+                f"EDM.{func}: batch dtype must match the model's {param.dtype}, got batch.x "
+                f"{batch.x.dtype} (collate(..., dtype={param.dtype}) or convert the model with "
+                f"edm.to({batch.x.dtype}))"
+            )
+        if param is not None and batch.x.device != param.device:
+            raise ValueError(
+                f"EDM.{func}: batch device must match the model's {param.device}, got batch.x on "
+                f"{batch.x.device} (collate(..., device={str(param.device)!r}))"
+            )
         if batch.h_cat.shape[-1] != self.n_types:
             raise ValueError(
                 f"EDM.{func}: batch.h_cat must have K = {self.n_types} columns, got "
@@ -445,6 +466,7 @@ class EDM(nn.Module):
             (loss [B], terms) with terms ``loss_t``, ``kl_prior``, ``log_p_h_z0`` (only meaningful
             where k = 0), ``error`` (the unnormalised squared error) and ``k``.
         """
+        _check_generator(generator, "loss")
         state = self._prepare(batch, "loss")
         if generator is None and (t is None or eps is None):
             generator = self._default_generator(state.xh.device)
@@ -518,6 +540,7 @@ class EDM(nn.Module):
             t: optional injected times/knots [B] with k >= 1.
             eps: optional injected noise: a pair (eps_k, eps_0), or one tensor used for both.
         """
+        _check_generator(generator, "nll")
         state = self._prepare(batch, "nll")
         if generator is None and (t is None or eps is None):
             generator = self._default_generator(state.xh.device)

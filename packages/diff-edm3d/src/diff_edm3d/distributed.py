@@ -17,6 +17,7 @@ from torch import nn
 
 __all__ = [
     "DistributedContext",
+    "any_rank",
     "barrier",
     "broadcast_object",
     "init_distributed",
@@ -101,3 +102,12 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def any_rank(flag: bool, device: str | torch.device = "cpu") -> bool:
+    """True on every rank when `flag` is true on any rank (identity in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -1,10 +1,11 @@
 """Pictures a person would rather look at than read (needs the ``viz`` extra, matplotlib):
 
-* `render_grid`: up to 25 molecules as 5 x 5 tiles of 200 x 200 px (a 1000 x 1000 px PNG), drawn
-  with matplotlib 3D in CPK colours, radii scaled by covalent radius, bonds from the bond-order
+* `render_grid`: up to 25 molecules as 5 x 5 tiles of 200 x 200 px, tiled with gaps by the
+  monorepo's one grid helper (`diff_core.images.make_grid`), each drawn with matplotlib 3D in CPK
+  colours, radii scaled by covalent radius, bonds from the bond-order
   lookup (section 9.1 of the spec), the tile title green for a stable molecule and red otherwise;
 * `render_chain`: the denoising chain of one molecule as a strip;
-* `plot_training_curves`: loss, train NLL and gradient norm per step (+ evaluations).
+* `plot_training_curves`: loss and gradient norm per step (+ evaluations, when there are any).
 
 All files are written atomically and never replace an existing file unless ``overwrite=True``.
 """
@@ -47,13 +48,39 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | os.PathLike, overwrite: bool, caller: str) -> Path:
+def _write_png(data: bytes, path: str | os.PathLike, overwrite: bool, caller: str) -> Path:
     from .data.io import atomic_write
 
+    return atomic_write(path, lambda f: f.write(data), overwrite=overwrite, caller=caller)
+
+
+def _save(fig: Any, path: str | os.PathLike, overwrite: bool, caller: str) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi)
-    data = buf.getvalue()
-    return atomic_write(path, lambda f: f.write(data), overwrite=overwrite, caller=caller)
+    return _write_png(buf.getvalue(), path, overwrite, caller)
+
+
+def _tile(
+    plt: Any,
+    molecules: Any,
+    index: int,
+    tile_px: int,
+    title: str,
+    colour: str = "black",
+) -> np.ndarray:
+    """One molecule drawn in 3D as a ``tile_px`` x ``tile_px`` RGB uint8 image, titled."""
+    dpi = 100
+    fig = plt.figure(figsize=(tile_px / dpi, tile_px / dpi), dpi=dpi)
+    try:
+        ax = fig.add_subplot(1, 1, 1, projection="3d")
+        pos, types = molecules.molecule(index)[:2]
+        _draw_molecule(ax, np.asarray(pos, dtype=np.float64), np.asarray(types), molecules.elements)
+        ax.set_title(title, color=colour, fontsize=7, pad=0)
+        fig.subplots_adjust(left=0, right=1, bottom=0, top=0.92)
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    finally:
+        plt.close(fig)
 
 
 def _draw_molecule(ax: Any, pos: np.ndarray, types: np.ndarray, elements: Any) -> None:
@@ -91,7 +118,8 @@ def render_grid(
         overwrite: allow replacing an existing file.
 
     Returns:
-        The written path (1000 x 1000 px for 25 molecules at 200 px).
+        The written path (1012 x 1012 px for 25 molecules at 200 px: 5 tiles and 6 gaps of 2 px
+        per side).
     """
     plt = _pyplot()
     from .metrics import stability as stability_fn
@@ -102,24 +130,15 @@ def render_grid(
     side = 5 if count > 16 else int(np.ceil(np.sqrt(count)))
     if stable is None:
         stable = stability_fn(molecules.subset(np.arange(count))).molecule_stable
-    dpi = 100
-    fig = plt.figure(figsize=(side * tile_px / dpi, side * tile_px / dpi), dpi=dpi)
+    from diff_core.images import make_grid, png_bytes
+
+    tiles = []
     for i in range(count):
-        ax = fig.add_subplot(side, side, i + 1, projection="3d")
-        pos, types = molecules.molecule(i)[:2]
-        _draw_molecule(ax, np.asarray(pos, dtype=np.float64), np.asarray(types), molecules.elements)
         ok = bool(stable[i])
-        ax.set_title(
-            f"#{i} M={len(types)} {'stable' if ok else 'unstable'}",
-            color="green" if ok else "red",
-            fontsize=7,
-            pad=0,
-        )
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.97, wspace=0, hspace=0.08)
-    try:
-        return _save(fig, path, overwrite, "render_grid")
-    finally:
-        plt.close(fig)
+        title = f"#{i} M={molecules.molecule(i)[1].shape[0]} {'stable' if ok else 'unstable'}"
+        tiles.append(_tile(plt, molecules, i, tile_px, title, "green" if ok else "red"))
+    grid = make_grid(np.stack(tiles), nrow=side)
+    return _write_png(png_bytes(grid), path, overwrite, "render_grid")
 
 
 def render_chain(
@@ -134,18 +153,11 @@ def render_chain(
     plt = _pyplot()
     if not chain:
         raise ValueError("render_chain: chain must be non-empty, got 0 snapshots")
-    dpi = 100
-    fig = plt.figure(figsize=(len(chain) * tile_px / dpi, tile_px / dpi), dpi=dpi)
-    for i, (k, ms) in enumerate(chain):
-        ax = fig.add_subplot(1, len(chain), i + 1, projection="3d")
-        pos, types = ms.molecule(index)[:2]
-        _draw_molecule(ax, np.asarray(pos, dtype=np.float64), np.asarray(types), ms.elements)
-        ax.set_title(f"k={k}", fontsize=7, pad=0)
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.92, wspace=0)
-    try:
-        return _save(fig, path, overwrite, "render_chain")
-    finally:
-        plt.close(fig)
+    from diff_core.images import make_grid, png_bytes
+
+    tiles = [_tile(plt, ms, index, tile_px, f"k={k}") for k, ms in chain]
+    grid = make_grid(np.stack(tiles), nrow=len(tiles))
+    return _write_png(png_bytes(grid), path, overwrite, "render_chain")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -166,44 +178,58 @@ def plot_training_curves(
     eval_jsonl: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Loss, train NLL and gradient norm per step from ``metrics.jsonl`` (moving average over
-    25 steps) plus validation NLL and stability from ``eval.jsonl`` when present."""
+    """Loss and gradient norm per step from ``metrics.jsonl`` (with a moving average over 25
+    steps), plus a third panel with validation NLL and stability from ``eval.jsonl`` when it
+    holds evaluations (a run without evaluations gets two panels, 900 x 360 px; with them
+    1300 x 360 px)."""
     plt = _pyplot()
     rows = _read_jsonl(Path(metrics_jsonl))
     evals = _read_jsonl(Path(eval_jsonl)) if eval_jsonl is not None else []
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
-    if rows:
-        steps = np.array([r["step"] for r in rows])
-        for ax, key in zip(axes[:2], ("loss", "grad_norm")):
-            v = np.array([r[key] for r in rows], dtype=np.float64)
-            ax.plot(steps, v, color="#bbbbbb", lw=0.6, label=key)
-            w = min(25, len(v))
-            if w > 1:
-                ma = np.convolve(v, np.ones(w) / w, mode="valid")
-                ax.plot(steps[w - 1 :], ma, color="C0", lw=1.4, label=f"{key} ({w}-step mean)")
+    evals = [e for e in evals if "step" in e]
+    panels = 3 if evals else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels - 0.5 * (panels == 3), 3.6), dpi=100)
+    for ax, key, title in zip(
+        axes[:2], ("loss", "grad_norm"), ("l2 training loss", "gradient norm")
+    ):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        v = np.array([r[key] for r in rows if key in r], dtype=np.float64)
+        if not len(v):
+            ax.text(0.5, 0.5, "no steps logged yet", ha="center", va="center",
+                    transform=ax.transAxes)  # fmt: skip
+            continue
+        steps = np.array([r["step"] for r in rows if key in r])
+        ax.plot(steps, v, color="#bbbbbb", lw=0.6, label=key)
+        w = min(25, len(v))
+        if w > 1:
+            ma = np.convolve(v, np.ones(w) / w, mode="valid")
+            ax.plot(steps[w - 1 :], ma, color="C0", lw=1.4, label=f"{key} ({w}-step mean)")
+        if np.all(v > 0):
             ax.set_yscale("log")
-            ax.set_xlabel("step")
-            ax.legend(fontsize=7)
-    axes[0].set_title("l2 training loss")
-    axes[1].set_title("gradient norm")
-    ax = axes[2]
+        ax.legend(fontsize=7)
     if evals:
+        ax = axes[2]
         es = [e["step"] for e in evals]
+        handles = []
         if any("molecule_stability" in e for e in evals):
-            ax.plot(
+            handles += ax.plot(
                 es, [e.get("molecule_stability", np.nan) for e in evals], "o-", label="mol. stable"
             )
-            ax.plot(es, [e.get("atom_stability", np.nan) for e in evals], "s-", label="atom stable")
+            handles += ax.plot(
+                es, [e.get("atom_stability", np.nan) for e in evals], "s-", label="atom stable"
+            )
             ax.set_ylim(0, 1)
+            ax.set_ylabel("stable fraction")
         if any("val_nll" in e for e in evals):
             ax2 = ax.twinx()
-            ax2.plot(
+            handles += ax2.plot(
                 es, [e.get("val_nll", np.nan) for e in evals], "^-", color="C3", label="val NLL"
             )
             ax2.set_ylabel("validation NLL (nats)")
-        ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("evaluation (EMA)")
-    ax.set_xlabel("step")
+        if handles:
+            ax.legend(handles=handles, fontsize=7, loc="upper left")
+        ax.set_title("evaluation (EMA)")
+        ax.set_xlabel("step")
     fig.tight_layout()
     try:
         return _save(fig, path, overwrite, "plot_training_curves")

@@ -11,6 +11,11 @@ Follows the official training loop (ehoogeboom/e3_diffusion_for_molecules, ``tra
   at theta (no bias correction); sampling and validation use the EMA copy;
 * the per-step generator for t and eps is seeded from (seed, rank, step) and the data order from
   (seed, epoch), so no RNG state needs saving and a resumed run is bitwise identical on CPU.
+
+Ctrl-C (SIGINT) during `Trainer.fit` lets the current step finish, writes a checkpoint and raises
+`TrainingInterrupted` (a ``KeyboardInterrupt``); a second Ctrl-C stops at once. A non-finite loss,
+network output or gradient stops training with a ``FloatingPointError`` that names the step and
+the learning rate before the optimiser touches the weights.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import copy
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,6 +39,7 @@ from diff_protocol.io import atomic_write
 
 from .batch import collate
 from .checkpoint import (
+    CheckpointError,
     latest_checkpoint,
     list_checkpoints,
     load_optimizer_state,
@@ -41,13 +49,22 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .com import derive_torch_seed
-from .distributed import DistributedContext, barrier, init_distributed, unwrap, wrap_ddp
+from .devices import resolve_device
+from .distributed import (
+    DistributedContext,
+    any_rank,
+    barrier,
+    init_distributed,
+    unwrap,
+    wrap_ddp,
+)
 
 __all__ = [
     "PRESETS",
     "AdaptiveClipper",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "build_model",
     "ema_update",
     "preset",
@@ -335,6 +352,47 @@ def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in keys if a.get(k) != b.get(k))
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `Trainer.fit`; ``checkpoint`` holds the state at ``step`` (None when no
+    checkpoint could be written, e.g. on a rank other than 0)."""
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        super().__init__(f"training interrupted at step {step}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class _StopRequest:
+    """SIGINT handler for the training loop: the first Ctrl-C asks the loop to stop after the
+    current step (so the checkpoint is consistent), a second one, or one while ``abortable``
+    (evaluation, which changes no training state), raises ``KeyboardInterrupt`` at once. Outside
+    the main thread signals cannot be caught, and Ctrl-C raises as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.abortable = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested or self.abortable:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handler)
+                self._installed = True
+            except ValueError:  # pragma: no cover - embedded interpreters
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 class Trainer:
     """Train an EDM; ``Trainer(config).fit()`` resumes automatically from ``config.out``.
 
@@ -357,7 +415,7 @@ class Trainer:
         self.config = config
         if config.threads:
             torch.set_num_threads(int(config.threads))
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device, "Trainer")
         self.dist = distributed or init_distributed(self.device)
         self.out = Path(config.out)
         self.train_set, self.valid_set = self._load_data(train_set, valid_set)
@@ -456,24 +514,36 @@ class Trainer:
         ckpt = latest_checkpoint(self.out)
         if ckpt is None:
             return
-        state = read_trainer_state(ckpt)
-        diff = _config_diff(state.get("config", {}), self.config.to_dict())
-        if diff:
-            raise ValueError(
-                f"Trainer: config must match the checkpoint in {ckpt} to resume, got differing "
-                f"fields {diff} (use another --out to start a new run)"
-            )
-        load_state(self.model, load_tensors(ckpt, "model"), "Trainer.resume")
-        load_state(self.ema, load_tensors(ckpt, "ema"), "Trainer.resume")
-        self.optimizer.load_state_dict(load_optimizer_state(ckpt))
-        self.clipper.load(state["clip_queue"])
-        self.loader.load_state_dict(state["loader"])
-        self.loader.epoch = int(state["loader"]["epoch"])
-        self.loader.position = int(state["loader"]["position"])
-        self.step = int(state["step"])
+        hint = (
+            f"move or delete {ckpt} to resume from the newest readable checkpoint, or use "
+            "another --out"
+        )
+        try:
+            state = read_trainer_state(ckpt)
+            diff = _config_diff(state.get("config", {}), self.config.to_dict())
+            if diff:
+                raise ValueError(
+                    f"Trainer: config must match the checkpoint in {ckpt} to resume, got "
+                    f"differing fields {diff} (use another --out to start a new run)"
+                )
+            load_state(self.model, load_tensors(ckpt, "model", state), "Trainer.resume")
+            load_state(self.ema, load_tensors(ckpt, "ema", state), "Trainer.resume")
+            self.optimizer.load_state_dict(load_optimizer_state(ckpt, state))
+            self.clipper.load(state["clip_queue"])
+            self.loader.load_state_dict(state["loader"])
+            self.loader.epoch = int(state["loader"]["epoch"])
+            self.loader.position = int(state["loader"]["position"])
+            self.step = int(state["step"])
+        except CheckpointError as exc:
+            raise CheckpointError("Trainer", exc.path, exc.reason, exc.available, hint) from exc
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(
+                "Trainer", ckpt, f"trainer_state.json lacks {exc}", [], hint
+            ) from exc
         best = state.get("best_val_nll")
         self.best_val_nll = float("inf") if best is None else float(best)
         if self.dist.is_main:
+            print(f"resuming from step {self.step} ({ckpt})", flush=True)
             self._truncate_log(self.out / "metrics.jsonl", self.step)
             self._truncate_log(self.out / "eval.jsonl", self.step)
 
@@ -510,19 +580,36 @@ class Trainer:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(derive_torch_seed(cfg.seed, self.dist.rank if rank is None else rank, step))
         self.ddp_model.train()
-        loss, _ = self.ddp_model(batch, gen)
+        try:
+            loss, _ = self.ddp_model(batch, gen)
+        except FloatingPointError as exc:
+            raise self._diverged(step, str(exc)) from exc
         mean = loss.mean()
         if not bool(torch.isfinite(mean)):
-            raise FloatingPointError(f"Trainer: loss is not finite at step {step + 1}")
+            raise self._diverged(step, f"loss is {float(mean)}")
         self.optimizer.zero_grad(set_to_none=True)
         mean.backward()
         log_pm = self.atom_counts.log_prob(np.asarray(molecules.n_atoms))
         loss_v = float(mean.detach())
         return {"loss": loss_v, "train_nll": loss_v - float(np.mean(log_pm))}
 
-    def apply_gradients(self) -> dict[str, Any]:
-        """Clip (adaptive), optimiser step and EMA update."""
+    def _diverged(self, step: int, reason: str) -> FloatingPointError:
+        default = preset(self.config.preset).lr if self.config.preset in PRESETS else None
+        known = f"; preset {self.config.preset!r} uses {default:g}" if default else ""
+        return FloatingPointError(
+            f"Trainer: training diverged at step {step + 1} ({reason}); lower the learning rate "
+            f"(--lr, now {self.config.lr:g}{known}) and start again in a new --out, or check "
+            "the data"
+        )
+
+    def apply_gradients(self, step: int | None = None) -> dict[str, Any]:
+        """Clip (adaptive), optimiser step and EMA update (nothing is updated when the gradient
+        norm is not finite: ``FloatingPointError``)."""
+        queue = self.clipper.state()
         norm, clipped = self.clipper.clip(self.model.parameters())
+        if not math.isfinite(norm):
+            self.clipper.load(queue)
+            raise self._diverged(self.step if step is None else step, f"gradient norm is {norm}")
         self.optimizer.step()
         ema_update(self.ema, self.model, self.config.ema_decay)
         return {"grad_norm": norm, "clipped": bool(clipped)}
@@ -532,7 +619,7 @@ class Trainer:
         t0 = time.perf_counter()
         rec = {"step": step + 1, "epoch": self.loader.epoch}
         rec.update(self.compute_gradients(molecules, step))
-        rec.update(self.apply_gradients())
+        rec.update(self.apply_gradients(step))
         rec["lr"] = self.optimizer.param_groups[0]["lr"]
         resets = getattr(self.model.dynamics, "nan_resets", 0)
         if resets:  # nan_policy="zero": the official silent resets, counted
@@ -634,19 +721,30 @@ class Trainer:
                 trainer_state=self._state(),
                 overwrite=True,
             )
+        self.write_curves()
+
+    def write_curves(self) -> Path | None:
+        """Refresh ``curves.png`` from the logs (rank 0; None without matplotlib)."""
+        if not self.dist.is_main or not (self.out / "metrics.jsonl").is_file():
+            return None
         try:
             from .render import plot_training_curves
 
-            plot_training_curves(self.out / "metrics.jsonl", self.out / "curves.png",
-                                 self.out / "eval.jsonl", overwrite=True)  # fmt: skip
+            return plot_training_curves(self.out / "metrics.jsonl", self.out / "curves.png",
+                                        self.out / "eval.jsonl", overwrite=True)  # fmt: skip
         except ImportError:
-            pass
+            return None
 
     # ------------------------------------------------------------------------------ loop
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train until ``total_steps`` (or ``max_minutes``); checkpoint every
-        ``checkpoint_every`` (default ``eval_every``, else 500) steps and at the end.
+        ``checkpoint_every`` (default ``eval_every``, else 500) steps and at the end, then
+        refresh ``curves.png``.
+
+        Ctrl-C finishes the current step, writes a checkpoint and raises `TrainingInterrupted`
+        (during an evaluation it stops the evaluation at once); a second Ctrl-C raises a plain
+        ``KeyboardInterrupt`` without saving.
 
         Args:
             stop_after: stop (without a final checkpoint, as a kill would) after this many
@@ -657,7 +755,7 @@ class Trainer:
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1))
-        every = cfg.checkpoint_every or cfg.eval_every or 500
+        every = self.checkpoint_every
         total = self.total_steps
         start_time = time.perf_counter()
         bar = None
@@ -668,41 +766,62 @@ class Trainer:
         done_here = 0
         last: dict[str, Any] = {}
         log_f = open(self.out / "metrics.jsonl", "a", encoding="utf-8") if main else None
-        try:
-            while self.step < total:
-                molecules = self.loader.next_batch()
-                rec = self.train_step(molecules, self.step)
-                self.step += 1
-                done_here += 1
-                last = rec
-                if log_f is not None:
-                    log_f.write(json.dumps(rec) + "\n")
-                    log_f.flush()
+        with _StopRequest() as stop:
+            try:
+                while self.step < total:
+                    molecules = self.loader.next_batch()
+                    rec = self.train_step(molecules, self.step)
+                    self.step += 1
+                    done_here += 1
+                    last = rec
+                    if log_f is not None:
+                        log_f.write(json.dumps(rec) + "\n")
+                        log_f.flush()
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}", gn=f"{rec['grad_norm']:.2f}")
+                    due = cfg.eval_every and self.step % cfg.eval_every == 0
+                    if due and main and not stop.requested:
+                        stop.abortable = True  # evaluating changes no training state
+                        try:
+                            ev = self.evaluate()
+                        except KeyboardInterrupt:
+                            stop.requested, ev = True, None
+                        finally:
+                            stop.abortable = False
+                        if ev is not None:
+                            self._after_eval(ev)
+                            last.update({f"eval_{k}": v for k, v in ev.items()})
+                    if self.step % every == 0:
+                        self.save()
+                        barrier()
+                    # every rank leaves after the same step (Ctrl-C reaches ranks at different
+                    # times; only rank 0 evaluates)
+                    if any_rank(stop.requested, self.device):
+                        break
+                    if stop_after is not None and done_here >= stop_after:
+                        return {"step": self.step, "stopped": True, **last}
+                    if cfg.max_minutes is not None and (
+                        time.perf_counter() - start_time > 60 * cfg.max_minutes
+                    ):
+                        break
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", gn=f"{rec['grad_norm']:.2f}")
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and main:
-                    ev = self.evaluate()
-                    self._after_eval(ev)
-                    last.update({f"eval_{k}": v for k, v in ev.items()})
-                if self.step % every == 0:
-                    self.save()
-                    barrier()
-                if stop_after is not None and done_here >= stop_after:
-                    return {"step": self.step, "stopped": True, **last}
-                if cfg.max_minutes is not None and (
-                    time.perf_counter() - start_time > 60 * cfg.max_minutes
-                ):
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-            if log_f is not None:
-                log_f.close()
-        self.save()
-        barrier()
+                    bar.close()
+                if log_f is not None:
+                    log_f.close()
+            path = self.save()
+            barrier()
+            self.write_curves()
+            if stop.requested:
+                raise TrainingInterrupted(self.step, path)
         return {"step": self.step, "stopped": False, "elapsed": time.perf_counter() - start_time,
-                **last}  # fmt: skip
+                "checkpoint": None if path is None else str(path), **last}  # fmt: skip
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Steps between checkpoints: ``checkpoint_every``, else ``eval_every``, else 500."""
+        return self.config.checkpoint_every or self.config.eval_every or 500
 
     @property
     def module(self) -> Any:

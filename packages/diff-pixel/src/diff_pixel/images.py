@@ -1,8 +1,11 @@
 """Pictures of a run, drawn with Pillow only: sample grids and loss curves as PNG.
 
-* :func:`make_grid` / :func:`save_grid`: images in [−1, 1] (N, H, W, C), C ∈ {1, 3} →
-  uint8 ``round((x + 1)·127.5)``, tiled row-major, ``nrow`` images per row (or one row per
-  class when ``labels`` are given), optional padding and integer nearest-neighbour scaling.
+* :func:`make_grid` / :func:`save_grid` / :func:`to_uint8` are diff-core's grid helper
+  (:mod:`diff_core.images`, the one every package uses): images in [−1, 1] (N, H, W, C),
+  C ∈ {1, 3} → uint8 ``round((x + 1)·127.5)``, tiled row-major with ``nrow`` images per row, or
+  one row per class when ``labels`` are given (the class numbers drawn as row labels), a gap of
+  background between tiles, optional ``row_labels`` / ``col_labels``, integer nearest-neighbour
+  ``scale``.
 * :func:`save_loss_curve`: the training loss against the step, and, when the records carry
   per-λ-bin sums and counts, one thin curve per bin (the loss function's ``*_sum``/``*_count``
   metric pairs), on a log axis when the values span more than a decade.
@@ -10,7 +13,8 @@
   ``samples/step_XXXXXXX.png`` every ``every`` steps and at the end from a fixed key;
   :class:`LossCurveHook` draws ``loss.png`` from ``metrics.jsonl`` at the end (and when stopped).
 
-Files are written atomically (temporary file + ``os.replace``).
+Files are written with :func:`diff_protocol.io.atomic_write` (temporary file + ``os.replace``,
+the umask's permissions).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from diff_core.images import make_grid, save_grid, to_uint8
 from diff_pixel.train.hooks import Hook
 from diff_pixel.train.logging import read_metrics
 from diff_protocol.io import atomic_write
@@ -35,105 +40,6 @@ __all__ = [
     "save_loss_curve",
     "to_uint8",
 ]
-
-
-def to_uint8(images: Any) -> np.ndarray:
-    """Map [−1, 1] floats to uint8 ``round((x + 1)·127.5)`` (values outside are clipped)."""
-    x = np.asarray(images, dtype=np.float64)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("to_uint8: images must be finite, got NaN or inf values")
-    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def make_grid(
-    images: Any,
-    nrow: int | None = None,
-    *,
-    labels: Any = None,
-    padding: int = 0,
-    pad_value: float = 1.0,
-) -> np.ndarray:
-    """Tile images into one uint8 array (rows·H + pads, cols·W + pads, C).
-
-    Args:
-      images: (N, H, W, C) with C ∈ {1, 3} (or (N, H, W)), values in [−1, 1].
-      nrow: images per row; default ``ceil(sqrt(N))``. Ignored when ``labels`` are given.
-      labels: optional (N,) ints; then row r holds the images of the r-th smallest label, in
-        their original order, and missing cells are left at ``pad_value``.
-      padding: pixels between (and around) images.
-      pad_value: background in [−1, 1].
-    """
-    x = np.asarray(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[0] == 0:
-        raise ValueError(
-            f"make_grid: images must have shape (N, H, W, C) with N >= 1 and C in (1, 3), "
-            f"got {np.shape(images)}"
-        )
-    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-        raise ValueError(f"make_grid: padding must be an int >= 0, got {padding!r}")
-    n, h, w, c = x.shape
-    if labels is not None:
-        lab = np.asarray(labels)
-        if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
-            raise ValueError(
-                f"make_grid: labels must be an int array of shape ({n},), "
-                f"got {lab.dtype} {lab.shape}"
-            )
-        classes = np.unique(lab)
-        rows = [np.flatnonzero(lab == k) for k in classes]
-        ncol = max(len(r) for r in rows)
-        cells = [[int(i) for i in r] for r in rows]
-    else:
-        if nrow is None:
-            nrow = math.ceil(math.sqrt(n))
-        if isinstance(nrow, bool) or not isinstance(nrow, (int, np.integer)) or nrow < 1:
-            raise ValueError(f"make_grid: nrow must be a positive int, got {nrow!r}")
-        ncol = int(nrow)
-        cells = [list(range(i, min(i + ncol, n))) for i in range(0, n, ncol)]
-    pixels = to_uint8(x)
-    bg = to_uint8(np.asarray(pad_value))
-    gh = len(cells) * h + (len(cells) + 1) * padding
-    gw = ncol * w + (ncol + 1) * padding
-    grid = np.full((gh, gw, c), bg, dtype=np.uint8)
-    for r, row in enumerate(cells):
-        for col, i in enumerate(row):
-            top = padding + r * (h + padding)
-            left = padding + col * (w + padding)
-            grid[top : top + h, left : left + w] = pixels[i]
-    return grid
-
-
-def _png_bytes(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    mode_array = array[..., 0] if array.shape[-1] == 1 else array
-    buf = io.BytesIO()
-    Image.fromarray(mode_array, mode="L" if array.shape[-1] == 1 else "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def save_grid(
-    path: str | os.PathLike,
-    images: Any,
-    nrow: int | None = None,
-    *,
-    labels: Any = None,
-    padding: int = 0,
-    scale: int = 1,
-) -> np.ndarray:
-    """Write a PNG grid of ``images`` (see :func:`make_grid`), scaled ``scale``× (nearest).
-
-    Returns the uint8 grid before scaling. A 10×10 grid of 16×16 images without padding is
-    160×160 pixels before scaling.
-    """
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"save_grid: scale must be a positive int, got {scale!r}")
-    grid = make_grid(images, nrow, labels=labels, padding=padding)
-    big = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1) if scale > 1 else grid
-    atomic_write(path, _png_bytes(big))
-    return grid
 
 
 def _bin_series(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

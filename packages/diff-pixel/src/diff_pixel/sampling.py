@@ -135,7 +135,7 @@ def sample(
       model: an NNX model (prediction from its ``prediction`` attribute), a
         ``(graphdef, state)`` pair, or any diff-protocol ``Denoiser``.
       shape: output shape (B, ...).
-      key: a JAX PRNG key.
+      key: a JAX PRNG key (``jax.random.key(seed)``; an int is a ``TypeError`` naming ``key``).
       schedule: a diff-core schedule (``recipe.schedule()``).
       steps: number of sampler steps (network evaluations without guidance).
       sampler: ``"ddpm"``, ``"ddim"``, any name registered under ``diff.samplers``, or a
@@ -152,6 +152,7 @@ def sample(
     Returns:
       x of ``shape``, or ``(x, stats)`` with ``return_stats``.
     """
+    _check_key("sample", key)
     if not (
         isinstance(shape, tuple)
         and len(shape) >= 2
@@ -232,6 +233,21 @@ def sample(
     if guided:
         evaluations += core_guidance.uncond_evaluations(grid, "denoise", (lo, hi), sampler=step)
     return x, {"evaluations": int(evaluations)}
+
+
+def _check_key(func: str, key: Any) -> None:
+    """``TypeError`` unless ``key`` is a JAX PRNG key: a typed key (``jax.random.key(seed)``) or
+    a legacy raw uint32 key of shape (2,) (``jax.random.PRNGKey(seed)``)."""
+    dtype = getattr(key, "dtype", None)
+    if isinstance(key, (jax.Array, np.ndarray)) and dtype is not None:
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            return
+        if dtype == np.uint32 and tuple(key.shape) == (2,):
+            return
+        what = f"an array of dtype {dtype} and shape {tuple(key.shape)}"
+    else:
+        what = f"{type(key).__name__} {key!r}"[:80]
+    raise TypeError(f"{func}: key must be a JAX PRNG key such as jax.random.key(0), got {what}")
 
 
 def _broadcast_null(cond: Any, null_cond: Any) -> Any:

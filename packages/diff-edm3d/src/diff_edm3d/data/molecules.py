@@ -506,17 +506,23 @@ class MoleculeSet:
             )
 
 
-def as_molecule_set(molecules: Any, elements: ElementSet | None = None) -> MoleculeSet:
+def as_molecule_set(
+    molecules: Any, elements: ElementSet | None = None, func: str = "as_molecule_set"
+) -> MoleculeSet:
     """Coerce the inputs the metrics accept into a :class:`MoleculeSet`.
 
     Accepted: a ``MoleculeSet``; a packed batch (attributes ``x`` [V,3], ``h_cat`` [V,K] and
     ``n_atoms`` [B]); a padded batch (``x`` [B,N,3], ``h_cat`` [B,N,K], ``node_mask`` [B,N,1]);
-    or a sequence of ``(positions, types)`` pairs. Batch types are ``argmax(h_cat)``.
+    or a sequence of ``(positions, types)`` pairs. Batch types are ``argmax(h_cat)``. ``func``
+    names the caller in error messages.
     """
+    expected = (
+        "a MoleculeSet, a packed/padded batch or a sequence of (positions [M, 3], types [M]) pairs"
+    )
     if isinstance(molecules, MoleculeSet):
         if elements is not None and elements != molecules.elements:
             raise ValueError(
-                f"as_molecule_set: elements must match the set's {molecules.elements.symbols}, got "
+                f"{func}: elements must match the set's {molecules.elements.symbols}, got "
                 f"{elements.symbols}"
             )
         return molecules
@@ -530,9 +536,13 @@ def as_molecule_set(molecules: Any, elements: ElementSet | None = None) -> Molec
             return MoleculeSet(x[mask], h[mask].argmax(-1), n, elements)
         n = to_numpy(molecules.n_atoms).reshape(-1).astype(np.int64)
         return MoleculeSet(x, h.argmax(-1), n, elements)
-    if isinstance(molecules, Sequence):
+    if isinstance(molecules, Sequence) and not isinstance(molecules, (str, bytes)):
+        for i, item in enumerate(molecules):
+            ok = isinstance(item, Sequence) and not isinstance(item, (str, bytes))
+            if not ok or len(item) != 2:
+                raise TypeError(
+                    f"{func}: molecules must be {expected}, got a {type(molecules).__name__} "
+                    f"whose item {i} is {type(item).__name__} {item!r:.60}"
+                )
         return MoleculeSet.from_molecules(molecules, elements)
-    raise TypeError(
-        f"as_molecule_set: molecules must be a MoleculeSet, a packed/padded batch or a sequence of "
-        f"(positions, types), got {type(molecules).__name__}"
-    )
+    raise TypeError(f"{func}: molecules must be {expected}, got {type(molecules).__name__}")

@@ -124,8 +124,11 @@ class Dynamics(nn.Module, abc.ABC):
         if not bool(finite.all()):
             if policy == "raise":
                 bad = torch.unique(graph.batch[~finite]).tolist()
+                shown = ", ".join(map(str, bad[:5]))
+                more = f", ... ({len(bad)} in all)" if len(bad) > 5 else ""
                 raise FloatingPointError(
-                    f"{type(self).__name__}: non-finite network output for molecules {bad}"
+                    f"{type(self).__name__}: non-finite network output for molecules "
+                    f"[{shown}{more}]"
                 )
             # the official code's silent reset (of the whole batch's position output)
             self.nan_resets += 1

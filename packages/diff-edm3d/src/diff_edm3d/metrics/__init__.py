@@ -18,12 +18,14 @@ from diff_edm3d.metrics.chem import (
     molecule_smiles,
     reference_smiles,
 )
+from diff_edm3d.metrics.plausibility import PlausibilityResult, plausibility
 from diff_edm3d.metrics.stability import StabilityResult, atom_valences, stability, wilson_interval
 
 __all__ = [
     "ALLOWED_VALENCES",
     "BondMargins",
     "ChemResult",
+    "PlausibilityResult",
     "StabilityResult",
     "atom_valences",
     "bond_order",
@@ -33,6 +35,7 @@ __all__ = [
     "molecule_metrics",
     "molecule_smiles",
     "pairwise_distances_pm",
+    "plausibility",
     "reference_smiles",
     "stability",
     "wilson_interval",
@@ -45,11 +48,15 @@ def molecule_metrics(
     train_smiles: Any = None,
     precision: str = "float64",
 ) -> dict[str, Any]:
-    """Stability plus, when RDKit is installed, validity/uniqueness/novelty as one JSON-able dict.
+    """Stability, plausibility and, when RDKit is installed, validity/uniqueness/novelty as one
+    JSON-able dict (keys ``stability``, ``plausibility``, ``rdkit``).
 
     The ``rdkit`` key is ``None`` when RDKit is missing (``pip install "diff-edm3d[chem]"``).
     """
-    result: dict[str, Any] = {"stability": stability(molecules, elements, precision).to_dict()}
+    result: dict[str, Any] = {
+        "stability": stability(molecules, elements, precision).to_dict(),
+        "plausibility": plausibility(molecules, elements, precision=precision).to_dict(),
+    }
     try:
         import rdkit  # noqa: F401
     except ImportError:

@@ -170,7 +170,7 @@ def chem_metrics(
         precision: distance arithmetic for the bond lookup.
         progress: show a tqdm bar.
     """
-    ms = as_molecule_set(molecules, elements)
+    ms = as_molecule_set(molecules, elements, func="chem_metrics")
     smiles = [
         molecule_smiles(pos, types, ms.elements, True, precision)
         for pos, types in _iterate(ms, progress, "RDKit")
@@ -207,7 +207,7 @@ def reference_smiles(
             QM9 training split); ``False`` reproduces the official ``compute_qm9_smiles``, which
             keeps whole molecules (97,627).
     """
-    ms = as_molecule_set(molecules, elements)
+    ms = as_molecule_set(molecules, elements, func="reference_smiles")
     out = {
         s
         for pos, types in _iterate(ms, progress, "reference SMILES")

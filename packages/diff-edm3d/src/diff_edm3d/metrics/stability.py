@@ -155,7 +155,7 @@ def stability(
         >>> r.n_stable_molecules, r.n_stable_atoms  # doctest: +SKIP
         (12457, 234336)
     """
-    ms: MoleculeSet = as_molecule_set(molecules, elements)
+    ms: MoleculeSet = as_molecule_set(molecules, elements, func="stability")
     if precision not in ("float32", "float64"):
         raise ValueError(f"stability: precision must be 'float32' or 'float64', got {precision!r}")
     table = bond_table(ms.elements, margins)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -20,10 +21,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QUICK_STEPS", "evaluate_run", "main", "train_run"]
+__all__ = ["CHECKPOINT_EVERY", "QUICK_STEPS", "demo", "evaluate_run", "main", "train_run"]
 
 #: ``diff-pixel demo --quick`` trains this many steps instead of the run preset's.
 QUICK_STEPS = 200
+#: Default of ``--checkpoint-every`` (train and demo).
+CHECKPOINT_EVERY = 500
+#: Expected wall time of the demo on 2 CPU cores, in seconds (training, four sampling passes and
+#: the classifier; measured 301 s for the full demo on a quiet machine, see the README).
+DEMO_EXPECTED_S = {"full": 330, "quick": 120}
+#: Files the demo writes into its output folder (refused if present, unless --overwrite).
+DEMO_OUTPUTS = ("samples.png", "loss.png", "metrics.json")
 
 
 class CLIError(Exception):
@@ -192,19 +200,25 @@ def train_run(
     out: str | None = None,
     resume: bool = True,
     progress: bool = True,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    overwrite: bool = False,
 ) -> Any:
     """Build the model, data, recipe and trainer of a CLI run and train; returns the Trainer.
 
     ``None`` arguments take the run preset's / recipe's values (``RUN_PRESETS["digits"]`` for
-    digits, ``RUN_PRESETS["photos"]`` otherwise).
+    digits, ``RUN_PRESETS["photos"]`` otherwise). ``out`` holding checkpoints resumes (unless
+    ``resume=False``, which refuses it); a non-empty ``out`` without checkpoints is refused
+    unless ``overwrite``. Raises :class:`CLIError` for bad arguments.
     """
     from diff_pixel.data import Loader
     from diff_pixel.images import LossCurveHook, SampleGridHook
     from diff_pixel.models import build_model
     from diff_pixel.sid.loss import recipe_loss
-    from diff_pixel.train import TrainConfig, Trainer
+    from diff_pixel.train import DamagedCheckpointError, TrainConfig, Trainer
 
     run = _run_preset(data)
+    out_dir = Path(out or f"runs/{run.data}")
+    _check_run_dir(out_dir, resume=resume, overwrite=overwrite)
     config = _model_config(preset or run.model, precision)
     rec = _recipe(recipe, run, config.height)
     source = _source(data, config)
@@ -214,9 +228,6 @@ def train_run(
             f"has {source.num_classes} classes, the preset only {config.num_classes} (num_classes)",
         )
     mesh = _mesh(devices)
-    out_dir = Path(out or f"runs/{run.data}")
-    if not resume and out_dir.exists() and any(out_dir.iterdir()):
-        raise CLIError("--out", f"{str(out_dir)!r} is not empty and --no-resume was given")
     overrides: dict[str, Any] = {"seed": seed, "out_dir": str(out_dir), "progress": progress}
     if batch_size is not None:
         overrides["batch_size"] = batch_size
@@ -227,11 +238,12 @@ def train_run(
             rec,
             steps=run.steps if steps is None else steps,
             log_every=50,
-            checkpoint_every=500,
+            checkpoint_every=checkpoint_every,
             **overrides,
         )
     except (TypeError, ValueError) as err:
-        arg = next((a for a in ("steps", "batch_size", "lr", "seed") if a in str(err)), "steps")
+        names = ("checkpoint_every", "steps", "batch_size", "lr", "seed")
+        arg = next((a for a in names if a in str(err)), "steps")
         raise CLIError("--" + arg.replace("_", "-"), str(err)) from err
     sample_fn = grid_sampler(
         config,
@@ -255,11 +267,34 @@ def train_run(
             recipe=rec,
             resume=resume,
         )
+    except DamagedCheckpointError as err:
+        hint = (
+            f"; to resume from step {err.available[-1]}, move {err.path} out of the run directory"
+            if err.available
+            else "; use another --out"
+        )
+        raise CLIError("--out", f"{err}{hint}") from err
     except ValueError as err:
         arg = "--out" if "checkpoint" in str(err) else "--batch-size"
         raise CLIError(arg, str(err)) from err
     trainer.run()
     return trainer
+
+
+def _check_run_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``--out`` that cannot be trained into, before any work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError("--out", f"{str(out_dir)!r} exists and is not a folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not resume:
+        raise CLIError("--out", f"{str(out_dir)!r} is not empty and --no-resume was given")
+    if not (out_dir / "checkpoints").is_dir() and not overwrite:
+        raise CLIError(
+            "--out",
+            f"{str(out_dir)!r} is not empty and holds no checkpoints to resume; pass "
+            "--overwrite to train into it anyway, or choose another --out",
+        )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -277,6 +312,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         out=args.out,
         resume=not args.no_resume,
+        checkpoint_every=args.checkpoint_every,
+        overwrite=args.overwrite,
     )
     records = read_metrics(trainer.metrics_log.path)
     summary = {"out_dir": str(trainer.out_dir), "step": trainer.step_count}
@@ -288,12 +325,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # -- sample / evaluate ------------------------------------------------------------------------
 def _load_run(run_dir: str, step: int | None, raw: bool) -> tuple[Any, Any, dict[str, Any]]:
     from diff_pixel.sid.recipes import recipe_from_dict
-    from diff_pixel.train import Trainer
+    from diff_pixel.train import DamagedCheckpointError, Trainer
 
     if not Path(run_dir, "checkpoints").is_dir():
         raise CLIError("--run", f"{run_dir!r} is not a run directory (no checkpoints/ inside)")
     try:
         model, ema, saved = Trainer.restore(run_dir, step)
+    except DamagedCheckpointError as err:
+        hint = f"; pass --step {err.available[-1]} to load an older one" if err.available else ""
+        raise CLIError("--step" if step is not None else "--run", f"{err}{hint}") from err
     except ValueError as err:
         raise CLIError("--step" if step is not None else "--run", str(err)) from err
     if not saved.get("recipe"):
@@ -308,12 +348,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from diff_pixel.images import save_grid
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CLIError("--out", f"{str(out)!r} exists; pass --overwrite to replace it")
-    if args.num < 1:
-        raise CLIError("--num", f"must be >= 1, got {args.num}")
-    if args.steps is not None and args.steps < 1:
-        raise CLIError("--steps", f"must be >= 1, got {args.steps}")
+    _check_output("--out", out, args.overwrite)
+    if args.npz:
+        _check_output("--npz", Path(args.npz), args.overwrite)
+    _check_interval(args.interval)
     try:
         labels = _parse_labels(args.labels)
     except ValueError as err:
@@ -344,6 +382,20 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(option: str, path: Path, overwrite: bool) -> None:
+    """Refuse an existing output file before any work, unless ``overwrite``."""
+    if path.is_dir():
+        raise CLIError(option, f"{str(path)!r} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise CLIError(option, f"{str(path)!r} exists; pass --overwrite to replace it")
+
+
+def _check_interval(interval: Sequence[float] | None) -> None:
+    if interval is not None and not interval[0] < interval[1]:
+        lo, hi = interval
+        raise CLIError("--interval", f"must be LO HI with LO < HI, got {lo:g} {hi:g}")
+
+
 def _digits_classifier(run_dir: Path, image_size: int) -> Any:
     """The digits classifier, trained once per run directory and cached there (``.npz``)."""
     from diff_pixel.metrics import DigitsClassifier, train_digits_classifier
@@ -363,8 +415,10 @@ def evaluate_run(
     interval: Sequence[float] | None = None,
     steps: int | None = None,
     step: int | None = None,
+    out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run directory, write ``evaluate.json`` there and return its content.
+    """Evaluate a run directory, write ``out`` (default ``run_dir/evaluate.json``) and return
+    its content.
 
     Digits runs: class accuracy and DFD of 360 EMA samples (36 per class) with the recipe's
     evaluation guidance (``recipe.guidance``), the DFD floor and noise baseline, and the
@@ -396,7 +450,7 @@ def evaluate_run(
         data = source if source.startswith("folder:") else "photos"
         result = {"data": data, "step": _ckpt_step(saved, path)}
         result.update(_heldout_loss(model, recipe, saved, data))
-    _write_json(path / "evaluate.json", result)
+    _write_json(path / "evaluate.json" if out is None else Path(out), result)
     return result
 
 
@@ -451,8 +505,18 @@ def _heldout_loss(
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(args.run) / "evaluate.json"
+    _check_output("--out", out, args.overwrite)
+    _check_interval(args.interval)
+    if not Path(args.run, "checkpoints").is_dir():
+        raise CLIError("--run", f"{args.run!r} is not a run directory (no checkpoints/ inside)")
     result = evaluate_run(
-        args.run, guidance=args.guidance, interval=args.interval, steps=args.steps
+        args.run,
+        guidance=args.guidance,
+        interval=args.interval,
+        steps=args.steps,
+        step=args.step,
+        out=out,
     )
     print(json.dumps(result))
     return 0
@@ -493,19 +557,118 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call(cmd + list(args.script_args))
 
 
-def demo(out: str = "demo", *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
+def demo_glossary(quick: bool) -> dict[str, dict[str, str]]:
+    """What each figure of ``metrics.json`` means, which direction is better and the range
+    expected at the demo's budget (measured: README, "Measured results")."""
+    from diff_core.figures import entry
+
+    steps = QUICK_STEPS if quick else 1500
+    return {
+        "class_accuracy": entry(
+            "share of 360 generated digits (36 per class, guidance w = 1) that the digits "
+            "classifier assigns to the class they were sampled for",
+            "higher",
+            "0.05 to 0.4 at 200 steps (measured 0.12: the digits are not learned yet)"
+            if quick
+            else "0.95 to 1.0 at 1500 steps (measured 0.983)",
+        ),
+        "digits_feature_distance": entry(
+            "DFD: Frechet distance between Gaussian fits of the classifier's 64-d features of "
+            "the 360 generated digits and of the 360 test digits (not FID; compare with "
+            "dfd_floor and dfd_noise)",
+            "lower",
+            "20 to 80 at 200 steps (measured 41.3)"
+            if quick
+            else "3 to 8 at 1500 steps (measured 4.31), about the floor",
+        ),
+        "dfd_floor": entry(
+            "DFD of 360 real training digits against the test digits: what a perfect "
+            "generator scores",
+            "neither",
+            "4 to 7 (measured 5.10)",
+        ),
+        "dfd_noise": entry(
+            "DFD of 360 images of clipped Gaussian noise: what a generator that learned "
+            "nothing scores",
+            "neither",
+            "200 to 400 (measured 290.8)",
+        ),
+        "classifier_test_accuracy": entry(
+            "test accuracy of the digits classifier trained for this run (the yardstick of "
+            "class_accuracy and DFD)",
+            "higher",
+            "0.98 to 1.0",
+        ),
+        "steps": entry("training steps of tiny-16 (batch 128)", "neither", str(steps)),
+        "guidance": entry(
+            "guidance weight w of the 360 evaluation samples (samples.png uses w = 2 on "
+            "logsnr in [-3, 5))",
+            "neither",
+            "1.0",
+        ),
+        "sampler_steps": entry("ancestral (DDPM) sampler steps per sample", "neither", "32"),
+        "final_loss": entry(
+            "training loss (SiD2 sigmoid-weighted) averaged over the last 50 steps",
+            "lower",
+            "0.2 to 0.4 at 200 steps (measured 0.26)"
+            if quick
+            else "0.15 to 0.25 at 1500 steps (measured 0.180)",
+        ),
+    }
+
+
+def demo(
+    out: str = "demo",
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    overwrite: bool = False,
+) -> dict:
     """Train ``tiny-16`` on digits (run preset ``digits``), write ``samples.png`` (10×10 grid at
-    the preset's grid guidance), ``loss.png`` and ``metrics.json``; returns the metrics."""
+    the preset's grid guidance, one labelled row per class), ``loss.png`` and ``metrics.json``
+    (the figures, their ``glossary`` and ``meta``: see :mod:`diff_core.figures`); returns the
+    figures.
+
+    Existing outputs in ``out`` are refused (:class:`CLIError`) before any work unless
+    ``overwrite``, which also retrains ``out/run`` from step 0; without outputs, an interrupted
+    ``out/run`` resumes.
+    """
     import jax
 
     from diff_pixel.images import save_grid
     from diff_pixel.metrics import dfd_baselines, evaluate_digits_model
 
     out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError("--out", f"{str(out_dir)!r} exists and is not a folder")
+    present = [name for name in DEMO_OUTPUTS if (out_dir / name).exists()]
+    if present and not overwrite:
+        raise CLIError(
+            "--out",
+            f"{str(out_dir)!r} already holds {', '.join(present)} of an earlier demo; pass "
+            "--overwrite to replace them (OUT/run is retrained), or choose another --out",
+        )
+    run_dir = out_dir / "run"
+    if overwrite and (run_dir / "checkpoints").is_dir():
+        shutil.rmtree(run_dir)
     run = _run_preset("digits")
     steps = QUICK_STEPS if quick else run.steps
+    expected_s = DEMO_EXPECTED_S["quick" if quick else "full"]
+    budget = f"{steps} training steps of tiny-16 at batch 128, then 460 samples of 32 steps"
+    print(
+        f"diff-pixel demo: {budget}; expected about {expected_s // 60} minutes on 2 CPU cores",
+        file=sys.stderr,
+        flush=True,
+    )
     trainer = train_run(
-        data="digits", steps=steps, seed=seed, out=str(out_dir / "run"), progress=progress
+        data="digits",
+        steps=steps,
+        seed=seed,
+        out=str(run_dir),
+        progress=progress,
+        checkpoint_every=checkpoint_every,
     )
     model = trainer.ema_model()
     recipe = _recipe("sid2", run, model.config.height)
@@ -521,8 +684,10 @@ def demo(out: str = "demo", *, quick: bool = False, seed: int = 0, progress: boo
     )
     images, labels = grid(model, jax.random.key(seed))
     save_grid(out_dir / "samples.png", images, labels=labels, scale=4)
-    shutil.copyfile(out_dir / "run" / "loss.png", out_dir / "loss.png")
-    clf = _digits_classifier(out_dir / "run", model.config.height)
+    from diff_protocol.io import atomic_write
+
+    atomic_write(out_dir / "loss.png", (run_dir / "loss.png").read_bytes())
+    clf = _digits_classifier(run_dir, model.config.height)
     metrics, _, _ = evaluate_digits_model(
         model,
         recipe.schedule(),
@@ -542,13 +707,26 @@ def demo(out: str = "demo", *, quick: bool = False, seed: int = 0, progress: boo
         sampler_steps=recipe.sampler_steps,
         final_loss=records[-1]["loss"] if records else None,
     )
-    _write_json(out_dir / "metrics.json", metrics)
+    meta = {"expected_s": expected_s, "budget": budget, "quick": quick}
+    glossary = demo_glossary(quick)
+    _write_json(out_dir / "metrics.json", {**metrics, "meta": meta, "glossary": glossary})
     return metrics
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    metrics = demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
-    print(json.dumps(metrics))
+    from diff_core.figures import describe
+
+    metrics = demo(
+        args.out,
+        quick=args.quick,
+        seed=args.seed,
+        progress=not args.no_progress,
+        checkpoint_every=args.checkpoint_every,
+        overwrite=args.overwrite,
+    )
+    print(describe(demo_glossary(args.quick), metrics))
+    out = Path(args.out)
+    print(f"wrote {out / 'samples.png'}, {out / 'loss.png'}, {out / 'metrics.json'}")
     return 0
 
 
@@ -574,81 +752,294 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 # -- argument parsing -------------------------------------------------------------------------
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number (or inf, -inf), got {text!r}") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"must be a number (or inf, -inf), got {text!r}")
+    return value
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    from diff_pixel.sid.recipes import RUN_PRESETS
+    from diff_core.cli import Parser
+    from diff_pixel.sid.recipes import RUN_PRESETS, SiD2Recipe
 
     digits_run = RUN_PRESETS["digits"]
-    digits_recipe = dict(digits_run.overrides)
-    p = argparse.ArgumentParser(
-        prog="diff-pixel", description="Pixel-space diffusion (SiD, SiD2) in JAX/Flax NNX."
+    dr = dict(digits_run.overrides)
+    sid2 = SiD2Recipe.for_resolution(digits_run.image_size, **dr)
+    p = Parser(
+        prog="diff-pixel",
+        description="Pixel-space diffusion (SiD, SiD2) in JAX/Flax NNX: train, sample, "
+        "evaluate, bench, demo, info. Bad arguments: one line and exit status 2; Ctrl-C during "
+        "training writes a checkpoint and exits 130.",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model (resumes if --out holds checkpoints)")
-    t.add_argument("--data", default="digits", help="digits | photos | folder:PATH")
-    t.add_argument(
-        "--preset", default=None, help=f"model preset (digits default: {digits_run.model})"
+    t = sub.add_parser(
+        "train",
+        help="train a model (resumes if --out holds checkpoints)",
+        description="Train a model. If --out holds checkpoints the run resumes from the latest "
+        "(it prints 'resuming from step N'); Ctrl-C writes a checkpoint and exits 130, and the "
+        "same command resumes.",
     )
-    t.add_argument("--recipe", default="sid2", choices=("sid2", "sid"))
-    t.add_argument("--steps", type=int, default=None, help=f"digits default: {digits_run.steps}")
+    t.add_argument(
+        "--data",
+        default="digits",
+        help="digits | photos | folder:PATH (a folder of images, a class per subfolder) "
+        "(default digits)",
+    )
+    t.add_argument(
+        "--preset",
+        default=None,
+        help=f"model preset (default: the run preset's, {digits_run.model} for digits)",
+    )
+    t.add_argument(
+        "--recipe",
+        default="sid2",
+        choices=("sid2", "sid"),
+        help="SiD2 (interpolated schedule, sigmoid loss) or SiD (default sid2)",
+    )
+    t.add_argument(
+        "--steps",
+        type=_count(1),
+        default=None,
+        help=f"training steps (default: the run preset's, {digits_run.steps} for digits)",
+    )
     t.add_argument(
         "--batch-size",
-        type=int,
+        type=_count(1),
         default=None,
-        help=f"global batch (digits default: {digits_recipe.get('batch_size')})",
+        help=f"global batch (default: the run preset's, {dr.get('batch_size')} for digits)",
     )
     t.add_argument(
-        "--lr", type=float, default=None, help=f"digits default: {digits_recipe.get('lr')}"
+        "--lr",
+        type=float,
+        default=None,
+        help=f"peak learning rate (default: the run preset's, {dr.get('lr')} for digits)",
     )
-    t.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
-    t.add_argument("--devices", type=int, default=None, help="data-parallel devices")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default=None, help="run directory (default runs/<data>)")
-    t.add_argument("--no-resume", action="store_true", help="refuse a non-empty --out")
+    t.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="compute dtype of convolutions, dense layers and attention; parameters stay "
+        "float32 (default float32)",
+    )
+    t.add_argument(
+        "--devices",
+        type=_count(1),
+        default=None,
+        help="data-parallel devices (default: one device, no mesh)",
+    )
+    t.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    t.add_argument(
+        "--checkpoint-every",
+        type=_count(0),
+        default=CHECKPOINT_EVERY,
+        help="steps between checkpoints; 0: only at the end and on Ctrl-C "
+        f"(default {CHECKPOINT_EVERY})",
+    )
+    t.add_argument(
+        "--out", default=None, help="run directory (default runs/<data>, e.g. runs/digits)"
+    )
+    t.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="refuse a non-empty --out instead of resuming from its checkpoints",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into a non-empty --out that holds no checkpoints (default: refuse); a run "
+        "with checkpoints resumes",
+    )
     t.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("sample", help="sample a grid from a run's EMA model")
-    s.add_argument("--run", required=True)
-    s.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
-    s.add_argument("--raw", action="store_true", help="raw weights instead of the EMA")
-    s.add_argument("--num", type=int, default=100)
-    s.add_argument("--labels", default="0-9")
-    s.add_argument("--guidance", type=float, default=None, help="default: the recipe's grid weight")
-    s.add_argument("--interval", type=float, nargs=2, default=None, metavar=("LO", "HI"))
-    s.add_argument("--steps", type=int, default=None, help="default: the recipe's sampler steps")
-    s.add_argument("--sampler", default=None, choices=("ddpm", "ddim"))
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--scale", type=int, default=4, help="PNG pixel scale (nearest)")
-    s.add_argument("--out", default="grid.png")
-    s.add_argument("--overwrite", action="store_true")
-    s.add_argument("--npz", default=None, help="also save the samples with labels and seed")
+    s = sub.add_parser(
+        "sample",
+        help="sample a grid from a run's EMA model",
+        description="Sample a PNG grid (one row per class, labelled) from a run's EMA weights.",
+    )
+    s.add_argument("--run", required=True, help="run directory written by `diff-pixel train`")
+    s.add_argument(
+        "--step", type=_count(0), default=None, help="checkpoint step (default: the latest)"
+    )
+    s.add_argument(
+        "--raw", action="store_true", help="sample the raw weights instead of the EMA weights"
+    )
+    s.add_argument("--num", type=_count(1), default=100, help="number of samples (default 100)")
+    s.add_argument(
+        "--labels",
+        default="0-9",
+        help="class labels, cycled over the samples: a range 0-9 or a list 1,3,5 (default 0-9)",
+    )
+    s.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help=f"guidance weight w (default: the run's recipe's grid weight, {sid2.grid_guidance} "
+        "for digits)",
+    )
+    s.add_argument(
+        "--interval",
+        type=_interval,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="logsnr interval [LO, HI) where guidance applies, LO < HI (default: the recipe's "
+        f"grid interval, {sid2.grid_interval[0]:g} {sid2.grid_interval[1]:g} for digits)",
+    )
+    s.add_argument(
+        "--steps",
+        type=_count(1),
+        default=None,
+        help=f"sampler steps (default: the recipe's, {sid2.sampler_steps} for digits)",
+    )
+    s.add_argument(
+        "--sampler",
+        default=None,
+        choices=("ddpm", "ddim"),
+        help=f"sampler (default: the recipe's, {sid2.sampler})",
+    )
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    s.add_argument(
+        "--scale", type=_count(1), default=4, help="PNG pixel scale, nearest (default 4)"
+    )
+    s.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out / --npz (default: refuse)",
+    )
+    s.add_argument(
+        "--npz",
+        default=None,
+        help="also save the samples with their labels and seed to this .npz (default: none)",
+    )
     s.set_defaults(func=_cmd_sample)
 
-    e = sub.add_parser("evaluate", help="digits: class accuracy and DFD; other data: held-out loss")
-    e.add_argument("--run", required=True)
-    e.add_argument("--guidance", type=float, default=None, help="default: the recipe's")
-    e.add_argument("--interval", type=float, nargs=2, default=None, metavar=("LO", "HI"))
-    e.add_argument("--steps", type=int, default=None, help="default: the recipe's sampler steps")
+    e = sub.add_parser(
+        "evaluate",
+        help="digits: class accuracy and DFD; other data: held-out loss",
+        description="Evaluate a run: on digits, class accuracy and DFD of 360 EMA samples with "
+        "the floor and noise baselines; on other data, the held-out loss per logsnr bin. "
+        "Writes a JSON file (refused if it exists, unless --overwrite).",
+    )
+    e.add_argument("--run", required=True, help="run directory written by `diff-pixel train`")
+    e.add_argument(
+        "--step", type=_count(0), default=None, help="checkpoint step (default: the latest)"
+    )
+    e.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help=f"guidance weight w (default: the recipe's evaluation weight, {sid2.guidance} "
+        "for digits)",
+    )
+    e.add_argument(
+        "--interval",
+        type=_interval,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="logsnr interval [LO, HI) where guidance applies, LO < HI (default: everywhere, "
+        "-inf inf)",
+    )
+    e.add_argument(
+        "--steps",
+        type=_count(1),
+        default=None,
+        help=f"sampler steps (default: the recipe's, {sid2.sampler_steps} for digits)",
+    )
+    e.add_argument("--out", default=None, help="output JSON (default RUN/evaluate.json)")
+    e.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (default: refuse)"
+    )
     e.set_defaults(func=_cmd_evaluate)
 
-    b = sub.add_parser("bench", help="run a benchmark script of §14 (from a source checkout)")
-    b.add_argument("target", choices=("cpu", "gpu"))
-    b.add_argument("--preset", default=None)
-    b.add_argument("--batch-size", type=int, default=None)
+    b = sub.add_parser(
+        "bench",
+        help="run a benchmark script of benchmarks/ (from a source checkout)",
+        description="Run benchmarks/cpu_train_step.py (cpu) or benchmarks/gpu_train_mfu.py "
+        "(gpu) of a diff-pixel source checkout; options after `--` go to the script.",
+    )
+    b.add_argument(
+        "target",
+        choices=("cpu", "gpu"),
+        help="cpu: train-step throughput per preset; gpu: train-step MFU and sampling rate",
+    )
+    b.add_argument(
+        "--preset",
+        default=None,
+        help="cpu only: the model preset to measure (default: the script's, tiny-16 and small-16)",
+    )
+    b.add_argument(
+        "--batch-size",
+        type=_count(1),
+        default=None,
+        help="cpu only: batch size (default: the script's, 128)",
+    )
     b.set_defaults(func=_cmd_bench)  # options after `--` go to the script (see main)
 
-    d = sub.add_parser("demo", help="train tiny-16 on digits; write a grid, a loss curve, metrics")
-    d.add_argument("--out", default="demo")
-    d.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_STEPS} steps instead of {digits_run.steps}"
+    d = sub.add_parser(
+        "demo",
+        help="train tiny-16 on digits; write a grid, a loss curve, metrics",
+        description=f"Train tiny-16 on digits ({digits_run.steps} steps, about "
+        f"{DEMO_EXPECTED_S['full'] // 60} minutes on 2 CPU cores; --quick: {QUICK_STEPS} steps, "
+        f"about {DEMO_EXPECTED_S['quick'] // 60} minutes), then write samples.png, loss.png and "
+        "metrics.json into --out (refused if they exist, unless --overwrite) and print each "
+        "figure with what it means, which direction is better and the range expected.",
     )
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--out", default="demo", help="output folder (default demo)")
+    d.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_STEPS} steps instead of {digits_run.steps} (default: the full demo)",
+    )
+    d.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    d.add_argument(
+        "--checkpoint-every",
+        type=_count(0),
+        default=CHECKPOINT_EVERY,
+        help="steps between checkpoints of OUT/run; 0: only at the end and on Ctrl-C "
+        f"(default {CHECKPOINT_EVERY})",
+    )
+    d.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier demo's outputs in --out and retrain OUT/run from step 0 "
+        "(default: refuse; an interrupted OUT/run without outputs resumes)",
+    )
+    d.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
     d.set_defaults(func=_cmd_demo)
 
-    i = sub.add_parser("info", help="config, analytic GMAC per component, parameter count")
-    i.add_argument("--preset", required=True)
-    i.add_argument("--image-size", type=int, default=None)
+    i = sub.add_parser(
+        "info",
+        help="config, analytic GMAC per component, parameter count",
+        description="Print a model preset's configuration, analytic GMAC per component and "
+        "parameter count as JSON (nothing is compiled).",
+    )
+    i.add_argument("--preset", required=True, help="model preset, e.g. tiny-16 or sid2-256-p2")
+    i.add_argument(
+        "--image-size",
+        type=_count(1),
+        default=None,
+        help="override the preset's image size (default: the preset's)",
+    )
     i.set_defaults(func=_cmd_info)
     return p
 
@@ -674,6 +1065,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TrainingInterrupted as err:
         sys.stderr.write(f"diff-pixel: {err}; run the same command to resume\n")
+        return 130
+    except KeyboardInterrupt:  # before the training loop (or a second Ctrl-C)
+        sys.stderr.write(f"diff-pixel: interrupted ({args.command})\n")
         return 130
 
 

@@ -6,7 +6,12 @@ Named optimisers (:class:`OptimizerSpec`), frozen parts (anything no optimiser s
 ``data`` mesh axis, and :func:`fit_to_denoiser` built on it.
 """
 
-from diff_pixel.train.checkpoint import RunCheckpoints, config_differences, package_versions
+from diff_pixel.train.checkpoint import (
+    DamagedCheckpointError,
+    RunCheckpoints,
+    config_differences,
+    package_versions,
+)
 from diff_pixel.train.config import RESUMABLE_FIELDS, TrainConfig
 from diff_pixel.train.fit import fit_to_denoiser
 from diff_pixel.train.freeze import Frozen, freeze
@@ -46,6 +51,7 @@ from diff_pixel.train.trainer import (
 
 __all__ = [
     "DEFAULT_OPTIMIZER",
+    "DamagedCheckpointError",
     "RESUMABLE_FIELDS",
     "SAMPLE_KEY",
     "Frozen",

@@ -20,11 +20,16 @@ checkpoint written on 8 devices restores on 1 (and vice versa). Checkpoints of d
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import math
 import os
-from collections.abc import Mapping
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,141 @@ import orbax.checkpoint as ocp
 from diff_pixel.train.config import RESUMABLE_FIELDS
 from diff_pixel.train.state import TrainState
 
-__all__ = ["RunCheckpoints", "config_differences", "package_versions"]
+__all__ = ["DamagedCheckpointError", "RunCheckpoints", "config_differences", "package_versions"]
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint's files cannot be read (truncated, deleted or overwritten).
+
+    The message is one line naming the step, its path, the first line of the underlying error
+    and the other steps of the run; ``step``, ``path`` and ``available`` (the other completed
+    steps, ascending) let a command line suggest an older one.
+    """
+
+    def __init__(self, step: int, path: Path, cause: str, available: list[int]) -> None:
+        others = ", ".join(map(str, available)) if available else "none"
+        super().__init__(
+            f"RunCheckpoints: the checkpoint of step {step} at {path} is damaged and cannot be "
+            f"read ({cause}); other steps available: {others}"
+        )
+        self.step = step
+        self.path = path
+        self.available = available
+
+
+def _silence_abandoned_reads(path: Path) -> None:
+    """After a failed read, keep the reports of Orbax's abandoned reads off the terminal.
+
+    Each array read still pending when another failed is a coroutine or future that Python
+    finalises later (often at exit) with an "Exception ignored in" report, an asyncio "exception
+    was never retrieved" log record or a "never awaited" warning, of up to 60 lines each and
+    thousands of lines in all. Installed only after a damaged checkpoint was reported, and
+    narrow: Orbax's coroutines, asyncio records about this checkpoint's ``path`` or Orbax
+    frames, and the warning for Orbax's read coroutine; everything else passes.
+    """
+    logging.getLogger("asyncio").addFilter(_AbandonedOrbaxFutures(str(path)))
+    warnings.filterwarnings(
+        "ignore",
+        message="coroutine '_read_array_index_and_device_put' was never awaited",
+        category=RuntimeWarning,
+    )
+    previous = sys.unraisablehook
+    if getattr(previous, "_diff_pixel_orbax_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if "orbax" in str(getattr(code, "co_filename", "")):
+            return
+        previous(unraisable)
+
+    hook._diff_pixel_orbax_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _from_orbax(exc: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            if "orbax" in tb.tb_frame.f_code.co_filename:
+                return True
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class _AbandonedOrbaxFutures(logging.Filter):
+    """Drop asyncio's "exception was never retrieved" reports of Orbax's abandoned reads of
+    the damaged checkpoint at ``path``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "never retrieved" not in message:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (self.path in message or self.path in str(exc) or _from_orbax(exc))
+
+
+@contextlib.contextmanager
+def _stderr_held(quiet_s: float = 0.5, max_s: float = 5.0) -> Iterator[None]:
+    """Hold file descriptor 2 in a temporary file while Orbax reads a checkpoint.
+
+    Orbax reads every array concurrently; when one read fails, the reads still in flight end on
+    TensorStore threads after Orbax's event loop has closed and each prints a "RuntimeError:
+    Event loop is closed" traceback, interleaved, for seconds (hundreds to thousands of lines
+    for one damaged file). On success what was written meanwhile is replayed to stderr
+    unchanged; on failure, once nothing new has been written for ``quiet_s`` seconds (at most
+    ``max_s``), it is dropped: the error raised names the damage in one line.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable descriptor 2: nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            start = last_change = time.monotonic()
+            size = -1
+            while time.monotonic() - last_change < quiet_s and time.monotonic() - start < max_s:
+                sys.stderr.flush()
+                now = os.fstat(held.fileno()).st_size
+                if now != size:
+                    size, last_change = now, time.monotonic()
+                time.sleep(0.05)
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                data = held.read()
+                if data:
+                    os.write(2, data)
+
+
+def _root_cause(exc: BaseException, limit: int = 160) -> str:
+    """First line of the innermost cause of ``exc`` (Orbax wraps TensorStore errors), shortened."""
+    seen = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _QuietReadOnly(logging.Filter):
@@ -221,23 +360,33 @@ class RunCheckpoints:
             raise ValueError(f"RunCheckpoints: step must be one of {steps}, got {step}")
         return int(step)
 
+    def _read(self, step: int, read: Any) -> Any:
+        """``read()`` with any error of a damaged checkpoint turned into a one-line
+        :class:`DamagedCheckpointError` (Orbax and TensorStore raise many types, with
+        multi-line messages)."""
+        try:
+            with _stderr_held():
+                return read()
+        except Exception as exc:  # orbax raises several types for missing/damaged items
+            _silence_abandoned_reads(self.path(step))
+            others = [s for s in self.steps() if s != step]
+            raise DamagedCheckpointError(step, self.path(step), _root_cause(exc), others) from exc
+
     def read_json(self, step: int | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
         """``(step, data_state, config)`` of a checkpoint without reading the arrays.
 
-        Raises ``ValueError`` for a checkpoint whose files are damaged, naming the path and the
-        other checkpoints available. ``config["format"]`` is the layout (1 = diff-pixel 0.1).
+        Raises :class:`DamagedCheckpointError` (a ``ValueError``) for a checkpoint whose files
+        are damaged, naming the path and the other steps available. ``config["format"]`` is the
+        layout (1 = diff-pixel 0.1).
         """
         step = self._step_or_latest(step)
-        try:
-            out = self.manager.restore(
+        out = self._read(
+            step,
+            lambda: self.manager.restore(
                 step,
                 args=ocp.args.Composite(data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()),
-            )
-        except Exception as exc:  # orbax raises several types for missing/damaged items
-            raise ValueError(
-                f"RunCheckpoints: the checkpoint at {self.path(step)} cannot be read ({exc}); "
-                f"checkpoints available: {self.steps()}"
-            ) from exc
+            ),
+        )
         config = dict(out.config)
         config.setdefault("format", 1)
         if config["format"] not in (1, FORMAT):
@@ -250,7 +399,7 @@ class RunCheckpoints:
 
     def check_structure(self, step: int, like: TrainState) -> None:
         """Raise ``ValueError`` listing arrays whose path, shape or dtype differ from ``like``."""
-        meta = self.manager.item_metadata(step)
+        meta = self._read(step, lambda: self.manager.item_metadata(step))
         saved, current = {}, {}
         for item, tree in (("model", _model_item(like)), ("train", _train_item(like))):
             m = meta[item]
@@ -285,6 +434,7 @@ class RunCheckpoints:
 
         A diff-pixel 0.1 checkpoint cannot be resumed (its state has no named optimisers): a
         ``ValueError`` says so and points to :meth:`restore_model_arrays`, which reads its weights.
+        Damaged files raise :class:`DamagedCheckpointError` naming the step and the other steps.
         """
         step, _, config = self.read_json(step)
         self.require_resumable(step, config)
@@ -293,13 +443,16 @@ class RunCheckpoints:
         def abstract(x: Any) -> Any:
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
 
-        out = self.manager.restore(
+        out = self._read(
             step,
-            args=ocp.args.Composite(
-                model=ocp.args.StandardRestore(jax.tree.map(abstract, _model_item(like))),
-                train=ocp.args.StandardRestore(jax.tree.map(abstract, _train_item(like))),
-                data=ocp.args.JsonRestore(),
-                config=ocp.args.JsonRestore(),
+            lambda: self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    model=ocp.args.StandardRestore(jax.tree.map(abstract, _model_item(like))),
+                    train=ocp.args.StandardRestore(jax.tree.map(abstract, _train_item(like))),
+                    data=ocp.args.JsonRestore(),
+                    config=ocp.args.JsonRestore(),
+                ),
             ),
         )
         state = TrainState(**out.model, **out.train)
@@ -315,13 +468,21 @@ class RunCheckpoints:
         """
         step, _, config = self.read_json(step)
         if config["format"] == 1:
-            out = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            out = self._read(
+                step,
+                lambda: self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+                ),
             )
             graph_state = out.state["graph_state"]
             variables = graph_state.get("0", graph_state.get(0))
             return step, dict(variables), {"model": dict(out.state["ema"])}, config
-        out = self.manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore()))
+        out = self._read(
+            step,
+            lambda: self.manager.restore(
+                step, args=ocp.args.Composite(model=ocp.args.StandardRestore())
+            ),
+        )
         return step, dict(out.model["variables"]), dict(out.model.get("ema") or {}), config
 
     def close(self) -> None:

@@ -49,7 +49,8 @@ class TrainConfig:
       keep_checkpoints: how many checkpoints to keep.
       on_nonfinite: ``"raise"`` (``FloatingPointError``) or ``"skip"`` (discard the update).
       out_dir: run directory (checkpoints/, metrics.jsonl, samples/, loss.png).
-      progress: show a tqdm bar (process 0 only).
+      progress: show a tqdm bar and, for a resumed run, the line ``resuming from step N``
+        (process 0 only).
     """
 
     steps: int

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -412,8 +413,10 @@ class Trainer:
     def run(self) -> TrainState:
         """Train up to ``config.steps`` (resuming from ``out_dir`` if it holds checkpoints).
 
-        Logs every ``log_every`` steps and at the end; checkpoints every ``checkpoint_every``
-        steps, at the end and when stopped; calls the hooks. A hook's stop request (e.g.
+        A run restored from a checkpoint first prints ``resuming from step N of M (PATH)`` to
+        stderr (process 0, when ``config.progress``). Logs every ``log_every`` steps and at the
+        end; checkpoints every ``checkpoint_every`` steps, at the end and when stopped; calls the
+        hooks. A hook's stop request (e.g.
         :class:`~diff_pixel.train.StopAt`) checkpoints and returns; Ctrl-C checkpoints after the
         current step and raises :class:`TrainingInterrupted`. Returns the final
         :class:`TrainState`.
@@ -422,6 +425,12 @@ class Trainer:
 
         cfg = self.config
         step = self.step_count
+        if self.restored_step is not None and cfg.progress and self.is_main:
+            where = self.checkpoints.path(self.restored_step)
+            if step >= cfg.steps:
+                print(f"run complete: step {step} of {cfg.steps} ({where})", file=sys.stderr)
+            else:
+                print(f"resuming from step {step} of {cfg.steps} ({where})", file=sys.stderr)
         for h in self.hooks:
             h.on_start(self)
         if step >= cfg.steps:
@@ -491,6 +500,10 @@ class Trainer:
         model_fn: Callable[[Mapping[str, Any]], nnx.Module] | None = None,
     ) -> tuple[nnx.Module, nnx.Module, dict[str, Any]]:
         """Load ``(model, ema_model, config)`` from a run directory (no optimiser needed).
+
+        A checkpoint whose files are damaged raises
+        :class:`~diff_pixel.train.DamagedCheckpointError` (a ``ValueError``) naming its step,
+        path and the other steps available (load one with ``step=N``).
 
         Args:
           out_dir: the run directory.
