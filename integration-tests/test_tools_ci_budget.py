@@ -122,7 +122,7 @@ def test_spec_budgets_and_caps(tool) -> None:
         "diff-core": (155, 210),
         "diff-edm3d": (240, 320),
         "diff-pixel": (300, 400),
-        "integration-tests": (60, 80),
+        "integration-tests": (75, 100),
     }
 
 

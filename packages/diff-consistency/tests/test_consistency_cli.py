@@ -103,3 +103,18 @@ def test_console_script_help():
         check=True,
     )
     assert "--teacher-sampler" in out.stdout and "(default: 8)" in out.stdout
+
+
+def test_npz_data_outside_the_pixel_range_is_a_data_error(tmp_path):
+    """A user's .npz in 0..255 is refused as a --data error (diff-pixel's ArraySource refuses
+    images outside [-1, 1]), not a traceback."""
+    import numpy as np
+
+    from diff_consistency.cli import CLIError, _source
+
+    path = tmp_path / "raw.npz"
+    np.savez(path, x=np.full((4, 8, 8, 1), 255.0, np.float32))
+    with pytest.raises(CLIError, match=r"^--data: .*raw\.npz: .*\[-1, 1\]"):
+        _source(str(path))
+    np.savez(path, x=np.zeros((4, 8, 8, 1), np.float32))
+    assert _source(str(path)).num_examples == 4

@@ -188,3 +188,22 @@ def diff_pixel_to_x(v, z, lam):
     from diff_protocol import to_x_eps
 
     return to_x_eps(v, z, jnp.full((z.shape[0],), lam, jnp.float32), "v")[0]
+
+
+def test_steps_refuse_reversed_noise_levels():
+    """Every step of this package refuses logsnr_s <= logsnr_t (issue 18: a reversed pair gave
+    finite garbage), naming both levels; the multistep and aDDIM steps through diff-core's DDIM."""
+    import numpy as np
+
+    from diff_consistency.addim import addim_step
+    from diff_consistency.samplers.multistep import multistep_consistency
+    from diff_consistency.samplers.renoise import consistency_renoise
+
+    z = np.zeros((2, 3))
+    for call in (
+        lambda: consistency_renoise().step(z, z, 1.0, 0.0, z),
+        lambda: multistep_consistency().step(z, z, 1.0, 0.0, None),
+        lambda: addim_step(z, z, 1.0, 0.0, x_var=0.1),
+    ):
+        with pytest.raises(ValueError, match="logsnr_s must be > logsnr_t"):
+            call()

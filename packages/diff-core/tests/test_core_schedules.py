@@ -409,7 +409,7 @@ def test_error_messages_of_core_spec_rows():
         (lambda: LinearBetaSchedule(beta_start=0.1, beta_end=0.01), "0 < beta_start < beta_end"),
         (lambda: PolynomialSchedule(precision=0.5), "precision must satisfy 0 < precision < 0.5"),
         (lambda: KarrasSchedule(sigma_min=80.0, sigma_max=1.0), "0 < sigma_min < sigma_max"),
-        (lambda: KarrasSchedule(rho=0.0), "rho must be > 0"),
+        (lambda: KarrasSchedule(rho=0.0), r"rho must be in \[0.1, 1000\]"),
         (lambda: TableSchedule([1.0, 2.0]), "strictly decreasing"),
         (lambda: TableSchedule([1.0, -INF]), "must be finite"),
         (lambda: TableSchedule([1.0, 0.0], t=[0.0, 0.9]), "exactly 0.0 to exactly 1.0"),

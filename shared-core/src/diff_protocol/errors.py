@@ -6,7 +6,7 @@ Messages follow one form so users can grep them:
 
 from __future__ import annotations
 
-__all__ = ["NonFiniteError", "RegistryError", "arg_error", "describe"]
+__all__ = ["DrawIndexError", "NonFiniteError", "RegistryError", "arg_error", "describe"]
 
 
 class NonFiniteError(ValueError):
@@ -15,6 +15,11 @@ class NonFiniteError(ValueError):
     The message names the step index, its time ``t``, its ``logsnr`` and the quantity
     (``"denoiser output"`` or ``"state"``).
     """
+
+
+class DrawIndexError(ValueError, IndexError):
+    """A draw or table index outside ``[0, n)``: a ``ValueError`` (the project's rule) that is
+    also an ``IndexError`` (what indexing code expects)."""
 
 
 class RegistryError(LookupError):

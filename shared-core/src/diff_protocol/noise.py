@@ -21,6 +21,7 @@ import operator
 from typing import Any, Protocol, runtime_checkable
 
 from .arrays import Array
+from .checks import check_index
 from .errors import arg_error
 
 __all__ = [
@@ -59,6 +60,10 @@ def derive_seed(seed: int, *path: int) -> int:
     """
     h = hashlib.blake2b(_TAG)
     for pos, value in enumerate((seed, *path)):
+        if isinstance(value, bool):
+            raise arg_error(
+                "derive_seed", "seed" if pos == 0 else "path", "integers", value, TypeError
+            )
         try:
             v = operator.index(value)
         except TypeError:
@@ -84,13 +89,7 @@ def _check_shape(func: str, shape: Any, per_example: bool) -> tuple[int, ...]:
 
 
 def _check_index(func: str, i: Any) -> int:
-    try:
-        i = operator.index(i)
-    except TypeError:
-        raise arg_error(func, "i", "an integer draw index", i, TypeError) from None
-    if i < 0:
-        raise arg_error(func, "i", ">= 0", str(i))
-    return i
+    return check_index(func, "i", i)
 
 
 class _NumpyNoise:
@@ -192,6 +191,7 @@ class JaxNoise:
     def __call__(self, i: Any) -> Array:
         import jax
 
+        i = check_index("jax_noise", "i", i)  # a traced i (inside lax.scan) passes unchecked
         k = jax.random.fold_in(self.key, i)
         if not self.per_example:
             return jax.random.normal(k, self.shape, self.dtype)
@@ -224,8 +224,7 @@ class TableNoise:
         return int(self.table.shape[0])
 
     def __call__(self, i: Any) -> Array:
-        if isinstance(i, int) and not 0 <= i < self.n_draws:
-            raise arg_error("table_noise", "i", f"in [0, {self.n_draws})", str(i), IndexError)
+        i = check_index("table_noise", "i", i, self.n_draws)  # traced i passes unchecked
         return self.table[i, ...]  # the trailing ellipsis is what the array API requires
 
     def __repr__(self) -> str:
@@ -263,11 +262,33 @@ def jax_noise(key: Any, shape: tuple[int, ...], dtype: Any = None, per_example: 
     With ``per_example=True`` row ``b`` uses ``fold_in(fold_in(key, i), b)``. The source is a
     pytree, so it can be passed through ``jax.jit`` and called with a traced ``i`` in ``lax.scan``.
     """
+    import jax
     import jax.numpy as jnp
 
+    func = "jax_noise"
     register_jax_pytrees()
-    shape = _check_shape("jax_noise", shape, per_example)
-    return JaxNoise(key, shape, jnp.float32 if dtype is None else dtype, per_example)
+    shape = _check_shape(func, shape, per_example)
+    key_dtype = getattr(key, "dtype", None)
+    if key_dtype is None:
+        raise arg_error(func, "key", "a JAX PRNG key (jax.random.key or PRNGKey)", key, TypeError)
+    typed = jax.dtypes.issubdtype(key_dtype, jax.dtypes.prng_key)
+    if not typed and not (str(key_dtype) == "uint32" and tuple(key.shape) == (2,)):
+        raise arg_error(
+            func,
+            "key",
+            "a JAX PRNG key (jax.random.key, or PRNGKey: uint32 of shape (2,))",
+            key,
+            TypeError,
+        )
+    try:
+        dt = jnp.dtype(jnp.float32 if dtype is None else dtype)
+    except TypeError:
+        raise arg_error(func, "dtype", "a real floating dtype", repr(dtype), TypeError) from None
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise arg_error(func, "dtype", "a real floating dtype", str(dt), TypeError)
+    if not isinstance(per_example, bool):
+        raise arg_error(func, "per_example", "True or False", per_example, TypeError)
+    return JaxNoise(key, shape, dt, per_example)
 
 
 def table_noise(table: Array) -> NoiseSource:

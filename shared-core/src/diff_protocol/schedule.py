@@ -57,7 +57,12 @@ def schedule_from_json(text: str) -> Schedule:
     """Rebuild a schedule from :func:`schedule_to_json` output."""
     if not isinstance(text, str):
         raise TypeError(f"schedule_from_json: text must be a str, got {type(text).__name__}")
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"schedule_from_json: text must be JSON, got a parse error: {err}"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(
             f"schedule_from_json: text must encode an object, got {type(data).__name__}"
@@ -74,8 +79,10 @@ def schedule_from_dict(d: dict[str, Any]) -> Schedule:
 
     if not isinstance(d, dict) or "name" not in d:
         raise ValueError(f"schedule_from_dict: d must be a dict with a 'name' key, got {d!r}")
-    rest = {k: from_jsonable(v) for k, v in d.items() if k != "name"}
     name = d["name"]
+    if not isinstance(name, str):
+        raise TypeError(f"schedule_from_dict: d['name'] must be a str, got {name!r}")
+    rest = {k: from_jsonable(v) for k, v in d.items() if k != "name"}
     cls = load("diff.schedules", name)
     try:
         params = inspect.signature(cls).parameters

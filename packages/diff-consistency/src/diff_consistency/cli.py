@@ -302,7 +302,10 @@ def _source(spec: str) -> Any:
                 )
         except (OSError, KeyError, ValueError) as err:
             raise CLIError("--data", f"{spec} is not an .npz with an array 'x' ({err})") from None
-        return ArraySource(x, labels, name=spec)
+        try:
+            return ArraySource(x, labels, name=spec)
+        except (TypeError, ValueError) as err:  # e.g. images outside [-1, 1]
+            raise CLIError("--data", f"{spec}: {err}") from None
     raise CLIError("--data", f"must be digits, PATH.npz or folder:PATH, got {spec!r}")
 
 

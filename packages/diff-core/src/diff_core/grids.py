@@ -15,6 +15,8 @@ import numpy as np
 
 from diff_protocol import TimeGrid, check_grid
 
+from .schedules import _karras_ab, check_rho
+
 __all__ = ["karras", "uniform_logsnr", "uniform_t"]
 
 
@@ -126,9 +128,10 @@ def karras(
     func = "karras"
     _check_schedule(func, schedule)
     n = _check_n(func, n)
-    for arg, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
+    for arg, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
             raise ValueError(f"{func}: {arg} must be a positive finite number, got {v!r}")
+    rho = check_rho(func, rho)
     if not sigma_min < sigma_max:
         raise ValueError(f"{func}: sigma_min must be < sigma_max, got {sigma_min} >= {sigma_max}")
     lam1, lam0 = _endpoints(schedule)
@@ -143,6 +146,7 @@ def karras(
             f"got {sigma_min}"
         )
     k = np.arange(n, dtype=np.float64)
+    _karras_ab(func, float(sigma_min), float(sigma_max), rho)  # finite and distinct, or names rho
     a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     sig = (a + (k / (n - 1)) * (b - a)) ** rho if n > 1 else np.array([float(sigma_max)])
     lam = np.concatenate([-2.0 * np.log(sig), [lam0]])

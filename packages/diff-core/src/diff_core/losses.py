@@ -30,6 +30,7 @@ from diff_protocol import (
     v_target,
 )
 from diff_protocol.arrays import is_low_precision
+from diff_protocol.checks import check_array, check_levels, check_same_shape, values_all
 
 from .weighting import SPACES, Weighting
 
@@ -109,14 +110,17 @@ def diffusion_loss(
             f"{func}: dlogsnr_dt must be an array for weighting {weighting.name!r} "
             "(it uses dλ/dt), got None"
         )
+    check_array(func, "x", x, min_ndim=1)
+    for arg, a in (("output", output), ("eps", eps), ("z", z)):
+        if a is not None:
+            check_array(func, arg, a)
+            check_same_shape(func, arg, a, "x", x)
+    check_levels(func, "logsnr", logsnr)
+    if dlogsnr_dt is not None:
+        _check_slope(func, dlogsnr_dt)
     arrays = [a for a in (output, x, eps, logsnr, dlogsnr_dt, z) if not _is_scalar(a)]
     xp = array_api_compat.array_namespace(*arrays)
     shape = tuple(x.shape)
-    if len(shape) < 1:
-        raise ValueError(f"{func}: x must have a batch axis, got shape {shape}")
-    for arg, a in (("output", output), ("eps", eps), ("z", z)):
-        if a is not None and tuple(a.shape) != shape:
-            raise _shape_error(func, arg, tuple(a.shape), shape)
 
     dt = xp.float32 if is_low_precision(output.dtype) else output.dtype
     dev = array_api_compat.device(output)
@@ -145,6 +149,24 @@ def diffusion_loss(
     return 0.5 * weighted
 
 
+def _check_slope(func: str, slope: Any) -> None:
+    """dλ/dt of a schedule: a real number or array, strictly negative (λ decreases in t); -inf is
+    legal at the ends of untruncated schedules. Value checks skip tracers."""
+    check_levels(func, "dlogsnr_dt", slope)
+    if isinstance(slope, (int, float)):
+        ok = slope < 0
+    else:
+        ok = values_all(slope, lambda xp, v: v < 0) is not False  # None: a tracer, unchecked
+    if not ok:
+        raise ValueError(
+            f"{func}: dlogsnr_dt must be < 0 everywhere (logsnr decreases in t; pass "
+            f"schedule.dlogsnr_dt(t)), got {slope!r}"
+            if isinstance(slope, (int, float))
+            else f"{func}: dlogsnr_dt must be < 0 everywhere (logsnr decreases in t; pass "
+            "schedule.dlogsnr_dt(t)), got values >= 0"
+        )
+
+
 def training_inputs(schedule: Any, x: Array, t: Array, eps: Array) -> tuple[Array, Array, Array]:
     """``(z, logsnr, dlogsnr_dt)`` at times ``t``: ``λ = schedule.logsnr(t)``, ``z = α x + σ ε``.
 
@@ -155,6 +177,8 @@ def training_inputs(schedule: Any, x: Array, t: Array, eps: Array) -> tuple[Arra
     for attr in ("logsnr", "dlogsnr_dt"):
         if not callable(getattr(schedule, attr, None)):
             raise TypeError(f"{func}: schedule must implement {attr}(t), got {schedule!r}")
+    check_array(func, "x", x)
+    check_array(func, "eps", eps)
     if tuple(eps.shape) != tuple(x.shape):
         raise _shape_error(func, "eps", tuple(eps.shape), x.shape)
     t_shape = tuple(getattr(t, "shape", ()))

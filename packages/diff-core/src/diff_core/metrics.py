@@ -164,6 +164,35 @@ def _psd_sqrt(c: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
+def _host_float(func: str, arg: str, a: Any) -> np.ndarray:
+    """A host float64 copy of an array or nested list of real numbers, else a named TypeError."""
+    if isinstance(a, (str, bytes, bool)) or a is None:
+        raise arg_error(func, arg, "an array of real numbers", a, TypeError)
+    try:
+        out = np.asarray(to_numpy(a) if hasattr(a, "shape") else a, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise arg_error(func, arg, "an array of real numbers", a, TypeError) from None
+    return out
+
+
+def _check_covariance(func: str, arg: str, cov: np.ndarray) -> None:
+    """Finite, symmetric and positive semi-definite, within rounding relative to its scale."""
+    if not np.all(np.isfinite(cov)):
+        raise arg_error(func, arg, "finite", "non-finite entries")
+    scale = max(float(np.max(np.abs(cov))) if cov.size else 0.0, np.finfo(np.float64).tiny)
+    asym = float(np.max(np.abs(cov - cov.T))) if cov.size else 0.0
+    if asym > 1e-8 * scale:
+        raise arg_error(func, arg, "a symmetric covariance matrix", f"max |C - C^T| = {asym:.3g}")
+    w_min = float(np.linalg.eigvalsh((cov + cov.T) / 2).min()) if cov.size else 0.0
+    if w_min < -1e-8 * scale * max(1, cov.shape[0]):
+        raise arg_error(
+            func,
+            arg,
+            "positive semi-definite (a covariance matrix)",
+            f"smallest eigenvalue {w_min:.6g}",
+        )
+
+
 def frechet_distance_gaussians(m1: Any, c1: Any, m2: Any, c2: Any) -> float:
     """``‖m1 − m2‖² + tr C1 + tr C2 − 2 tr (C1^½ C2 C1^½)^½`` (Fréchet / W2² of two Gaussians).
 
@@ -174,19 +203,27 @@ def frechet_distance_gaussians(m1: Any, c1: Any, m2: Any, c2: Any) -> float:
     >>> frechet_distance_gaussians([0, 0], [[1, 0], [0, 4]], [0, 0], [[4, 0], [0, 1]])
     2.0
     """
-    func = "frechet_distance_gaussians"
-    mu1 = np.asarray(to_numpy(m1) if hasattr(m1, "shape") else m1, dtype=np.float64).reshape(-1)
-    mu2 = np.asarray(to_numpy(m2) if hasattr(m2, "shape") else m2, dtype=np.float64).reshape(-1)
+    return _frechet("frechet_distance_gaussians", ("m1", "c1", "m2", "c2"), m1, c1, m2, c2)
+
+
+def _frechet(func: str, names: tuple[str, str, str, str], m1: Any, c1: Any, m2: Any, c2: Any):
+    n_m1, n_c1, n_m2, n_c2 = names
+    mu1 = _host_float(func, n_m1, m1).reshape(-1)
+    mu2 = _host_float(func, n_m2, m2).reshape(-1)
     d = mu1.size
-    cov1 = np.asarray(to_numpy(c1) if hasattr(c1, "shape") else c1, dtype=np.float64)
-    cov2 = np.asarray(to_numpy(c2) if hasattr(c2, "shape") else c2, dtype=np.float64)
+    cov1 = _host_float(func, n_c1, c1)
+    cov2 = _host_float(func, n_c2, c2)
     if mu2.size != d:
-        raise arg_error(func, "m2", f"of size {d} like m1", f"size {mu2.size}")
-    for arg, cov in (("c1", cov1), ("c2", cov2)):
+        raise arg_error(func, n_m2, f"of size {d} like {n_m1}", f"size {mu2.size}")
+    for arg, mu in ((n_m1, mu1), (n_m2, mu2)):
+        if not np.all(np.isfinite(mu)):
+            raise arg_error(
+                func, arg, "finite", f"{int(np.sum(~np.isfinite(mu)))} non-finite entries"
+            )
+    for arg, cov in ((n_c1, cov1), (n_c2, cov2)):
         if cov.shape != (d, d):
             raise arg_error(func, arg, f"shaped ({d}, {d})", f"shape {cov.shape}")
-        if not np.all(np.isfinite(cov)):
-            raise arg_error(func, arg, "finite", "non-finite entries")
+        _check_covariance(func, arg, cov)
     s1 = _psd_sqrt(cov1)
     inner = s1 @ cov2 @ s1
     ev = np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)
@@ -211,8 +248,12 @@ def frechet_distance(x: Any, y: Any) -> float:
 def frechet_distance_to(x: Any, mean: Any, cov: Any) -> float:
     """Fréchet distance between the Gaussian fitted to ``x`` and ``N(mean, cov)`` (exact moments,
     e.g. ``mixture.mean()`` and ``mixture.covariance()``)."""
-    mx, cx = _moments("frechet_distance_to", "x", x)
-    return frechet_distance_gaussians(mx, cx, mean, cov)
+    func = "frechet_distance_to"
+    mx, cx = _moments(func, "x", x)
+    for arg, a in (("mean", mean), ("cov", cov)):
+        if getattr(a, "shape", None) is None and not isinstance(a, (list, tuple)):
+            raise arg_error(func, arg, "an array", a, TypeError)
+    return _frechet(func, ("x", "x", "mean", "cov"), mx, cx, mean, cov)
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 from diff_protocol import SamplerStep, TimeGrid, check_denoiser, check_grid
+from diff_protocol.checks import check_array, check_bool, check_callable, check_real
+from diff_protocol.checks import check_finite as check_finite_values
 
 from ._driver_common import FINALS, SampleResult, StepInfo, nfe
 
@@ -136,12 +138,24 @@ def sample(
             "sample: sampler must be a diff_protocol.SamplerStep (e.g. diff_core.samplers.ddim()), "
             f"got {type(sampler).__name__}"
         )
-    if final not in FINALS:
+    if not isinstance(final, str) or final not in FINALS:
         raise ValueError(f"sample: final must be 'denoise' or 'step', got {final!r}")
-    if x_clip is not None and (
-        isinstance(x_clip, bool) or not isinstance(x_clip, (int, float)) or not x_clip > 0
+    if x_clip is not None:
+        x_clip = check_real(
+            "sample", "x_clip", x_clip, lo=0.0, lo_open=True, expected="None or a positive number"
+        )
+    check_callable("sample", "callback", callback, allow_none=True)
+    for arg, flag in (
+        ("progress", progress),
+        ("return_trajectory", return_trajectory),
+        ("check_finite", check_finite),
+        ("grad", grad),
     ):
-        raise ValueError(f"sample: x_clip must be None or a positive number, got {x_clip!r}")
+        check_bool("sample", arg, flag)
+    if z_init is not None:
+        check_array("sample", "z_init", z_init)
+        if check_finite:
+            check_finite_values("sample", "z_init", z_init)
     grid = check_grid(grid, "sample")
     n = grid.n_steps
     lam0 = float(grid.logsnr[0])
@@ -180,6 +194,9 @@ def sample(
                 f"sample: noise(0) shape {shape} must equal z_init shape {tuple(z_init.shape)}"
             )
         if z_init is None and first is not None:
+            check_array("sample", "noise(0)", first)
+            if check_finite:
+                check_finite_values("sample", "noise(0)", first)
             z_init = probe = first  # draw 0 is the initial state: reuse it, do not draw twice
         elif z_init is None:
             probe = _ShapeProbe(backend, shape)

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
-import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -44,6 +42,7 @@ import array_api_compat
 import numpy as np
 
 from diff_protocol.arrays import is_lazy, is_low_precision
+from diff_protocol.checks import check_int, check_real
 
 __all__ = [
     "CosineSchedule",
@@ -147,25 +146,11 @@ def _clip01(xp: Any, t: Any) -> Any:
 
 
 def _real(cls: str, arg: str, value: Any, *, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{cls}: {arg} must be a real number, got {value!r}")
-    v = float(value)
-    if math.isnan(v) or (math.isinf(v) and not allow_inf):
-        kind = "a real number" if allow_inf else "a finite real number"
-        raise ValueError(f"{cls}: {arg} must be {kind}, got {v!r}")
-    return v
+    return check_real(cls, arg, value, allow_inf=allow_inf)
 
 
 def _integer(cls: str, arg: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{cls}: {arg} must be an integer >= {minimum}, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{cls}: {arg} must be an integer >= {minimum}, got {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{cls}: {arg} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
+    return check_int(cls, arg, value, minimum=minimum)
 
 
 def _logsnr_bounds(cls: str, logsnr_min: Any, logsnr_max: Any) -> tuple[float, float]:
@@ -547,8 +532,38 @@ class InterpolatedCosineSchedule(_Schedule):
         return t + xp.where(xp.isfinite(step), step, xp.zeros_like(step))
 
 
+RHO_RANGE = (0.1, 1000.0)
+"""Legal ``rho`` of :class:`KarrasSchedule` and :func:`diff_core.grids.karras`: EDM uses 7; below
+0.1 ``σ^{1/ρ}`` over- or underflows for ordinary σ ranges, above 1000 the grid collapses onto
+geometric spacing and ``σ^{1/ρ}`` loses all its digits."""
+
+
+def check_rho(func: str, rho: Any) -> float:
+    """``rho`` in :data:`RHO_RANGE` (a ``ValueError``/``TypeError`` naming ``rho`` otherwise)."""
+    lo, hi = RHO_RANGE
+    return check_real(func, "rho", rho, lo=lo, hi=hi)
+
+
+def _karras_ab(func: str, s_min: float, s_max: float, rho: float) -> tuple[float, float]:
+    """``(A, B) = (σ_min^{1/ρ}, σ_max^{1/ρ} − A)``, both finite and positive, else an error naming
+    ``rho`` together with the σ range."""
+    try:
+        a = s_min ** (1.0 / rho)
+        b = s_max ** (1.0 / rho) - a
+    except OverflowError:
+        a = b = math.inf
+    if not (0.0 < a < math.inf and 0.0 < b < math.inf):
+        raise ValueError(
+            f"{func}: rho must keep sigma^(1/rho) finite and distinct over [sigma_min, sigma_max] "
+            f"= [{s_min:g}, {s_max:g}], got rho={rho!r}"
+        )
+    return a, b
+
+
 class KarrasSchedule(_Schedule):
     """EDM's σ schedule as a function of t (Karras et al., arXiv 2206.00364).
+
+    ``rho`` must lie in :data:`RHO_RANGE` ([0.1, 1000]).
 
     ``A = σ_min^{1/ρ}``, ``B = σ_max^{1/ρ} − A``, ``σ_e(t) = (A + B t)^ρ``, so
     ``λ = −2ρ ln(A + B t)``, ``dλ/dt = −2ρ B/(A + B t)``, ``t(λ) = (e^{−λ/(2ρ)} − A)/B``.
@@ -566,10 +581,8 @@ class KarrasSchedule(_Schedule):
             raise ValueError(
                 f"{cls}: sigma_min must satisfy 0 < sigma_min < sigma_max, got {s_min!r}, {s_max!r}"
             )
-        if not rho_f > 0.0:
-            raise ValueError(f"{cls}: rho must be > 0, got {rho_f!r}")
-        a = s_min ** (1.0 / rho_f)
-        b = s_max ** (1.0 / rho_f) - a
+        rho_f = check_rho(cls, rho_f)
+        a, b = _karras_ab(cls, s_min, s_max, rho_f)
         self._set(sigma_min=s_min, sigma_max=s_max, rho=rho_f, _A=a, _B=b)
         self._set(_range=(-2.0 * math.log(s_max), -2.0 * math.log(s_min)))
 
@@ -664,7 +677,15 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 def _check_decreasing(cls: str, lk: np.ndarray) -> None:
     if not np.all(np.isfinite(lk)):
         raise ValueError(f"{cls}: the logsnr table must be finite, got {lk[~np.isfinite(lk)][:3]}")
-    steps = np.diff(lk)
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = np.diff(lk)
+    if not np.all(np.isfinite(steps)):
+        k = int(np.argmax(~np.isfinite(steps)))
+        raise ValueError(
+            f"{cls}: the logsnr table must have finite differences between knots (values of "
+            f"moderate size, e.g. |logsnr| <= 1e300), got {float(lk[k])!r} then "
+            f"{float(lk[k + 1])!r} at knot {k}"
+        )
     if not np.all(steps < 0):
         k = int(np.argmax(steps >= 0))
         raise ValueError(
@@ -793,6 +814,14 @@ class PolynomialSchedule(_Table):
         ratios = np.clip(f / np.concatenate([[1.0], f[:-1]]), 0.001, 1.0)
         alpha2 = (1.0 - 2.0 * s) * np.cumprod(ratios) + s
         lk = np.log(alpha2) - np.log(1.0 - alpha2)
+        flat = np.flatnonzero(~(np.diff(lk) < 0))
+        if flat.size:
+            raise ValueError(
+                f"{cls}: power must give a strictly decreasing logsnr table for "
+                f"timesteps={steps} and precision={s!r} (power <= about 5 at "
+                f"timesteps=1000), got power={p!r}: {flat.size} of {steps} steps are flat, "
+                f"the first at t={flat[0] / steps:.4g}"
+            )
         self._set(timesteps=steps, power=p, precision=s)
         self._set_knots(tk, lk)
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from diff_protocol import sigmoid as _sigmoid
 from diff_protocol import softplus
+from diff_protocol.checks import check_real
 
 __all__ = [
     "SPACES",
@@ -256,13 +257,10 @@ class _MinSNR:
 
 
 def _finite(func: str, arg: str, value: Any, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{func}: {arg} must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or (positive and not v > 0.0):
-        expected = "a positive finite number" if positive else "a finite number"
-        raise ValueError(f"{func}: {arg} must be {expected}, got {v!r}")
-    return v
+    expected = "a positive finite number" if positive else "a finite number"
+    return check_real(
+        func, arg, value, lo=0.0 if positive else None, lo_open=True, expected=expected
+    )
 
 
 def eps_mse() -> Weighting:

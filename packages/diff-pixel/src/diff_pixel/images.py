@@ -79,6 +79,31 @@ def save_loss_curve(
     """
     from PIL import Image, ImageDraw, ImageFont
 
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Sequence):
+        raise TypeError(
+            f"save_loss_curve: records must be a list of dicts (metrics.jsonl records), got "
+            f"{type(records).__name__}"
+        )
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, Mapping)), None)
+    if bad is not None:
+        raise TypeError(
+            f"save_loss_curve: records must be dicts, got {type(records[bad]).__name__} at "
+            f"index {bad}"
+        )
+    if not (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 64 <= v <= 8192 for v in size)
+    ):
+        raise ValueError(
+            f"save_loss_curve: size must be (width, height) ints in [64, 8192], got {size!r}"
+        )
+    if not isinstance(key, str) or not isinstance(title, str):
+        raise TypeError(
+            f"save_loss_curve: key and title must be str, got {type(key).__name__} and "
+            f"{type(title).__name__}"
+        )
+
     def usable(r: Mapping[str, Any]) -> bool:
         v = r.get(key)
         return "step" in r and isinstance(v, (int, float)) and math.isfinite(v)
@@ -167,6 +192,8 @@ class SampleGridHook(Hook):
             )
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"SampleGridHook: every must be an int >= 0, got {every!r}")
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"SampleGridHook: scale must be a positive int, got {scale!r}")
         self.sample_fn, self.every, self.scale = sample_fn, every, scale
         self.paths: list[str] = []
 
@@ -198,6 +225,8 @@ class LossCurveHook(Hook):
     """Draw ``out_dir/loss.png`` from ``metrics.jsonl`` when the run ends (process 0)."""
 
     def __init__(self, key: str = "loss") -> None:
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"LossCurveHook: key must be a non-empty str, got {key!r:.40}")
         self.key = key
 
     def on_end(self, trainer: Any) -> None:

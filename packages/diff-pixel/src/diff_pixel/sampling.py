@@ -73,9 +73,9 @@ def sampler_step(sampler: str | SamplerStep, gamma: float = 0.0) -> SamplerStep:
     arguments), or a step object as it is."""
     if isinstance(sampler, SamplerStep):
         return sampler
-    if not isinstance(sampler, str):
+    if not isinstance(sampler, str) or not sampler:
         raise TypeError(
-            f"sample: sampler must be a name or a SamplerStep, got {type(sampler).__name__}"
+            f"sample: sampler must be a non-empty name or a SamplerStep, got {sampler!r:.40}"
         )
     if sampler == "ddpm":
         return core_samplers.ddpm(gamma)
@@ -83,7 +83,7 @@ def sampler_step(sampler: str | SamplerStep, gamma: float = 0.0) -> SamplerStep:
         return core_samplers.ddim(0.0)
     try:
         return load_sampler(sampler)
-    except LookupError as err:
+    except (LookupError, ValueError) as err:
         raise ValueError(f"sample: sampler must be a registered sampler name ({err})") from None
 
 
@@ -178,11 +178,27 @@ def sample(
     if (
         isinstance(first_index, bool)
         or not isinstance(first_index, (int, np.integer))
-        or first_index < 0
+        or not 0 <= first_index <= 2**32 - shape[0]
     ):
-        raise ValueError(f"sample: first_index must be a non-negative int, got {first_index!r}")
+        raise ValueError(
+            f"sample: first_index must be an int in [0, 2**32 - B] (examples are numbered in "
+            f"uint32), got {first_index!r}"
+        )
+    if not isinstance(return_stats, (bool, np.bool_)):
+        raise TypeError(f"sample: return_stats must be a bool, got {return_stats!r:.40}")
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"sample: mesh must be a jax.sharding.Mesh or None, got {type(mesh).__name__}"
+        )
     step = sampler_step(sampler, gamma)
     denoiser = _model_denoiser(model)
+    if isinstance(cond, Cond):
+        cond.check_values("sample", _num_classes(model))
+        if cond.fields() and cond.batch_size() != shape[0]:
+            raise ValueError(
+                f"sample: cond must have one entry per example (shape[0] = {shape[0]}), got "
+                f"batch size {cond.batch_size()}"
+            )
     grid = grids.uniform_t(schedule, steps)
     guided = guidance != 1.0
     if guided and cond is None:
@@ -235,6 +251,21 @@ def sample(
     return x, {"evaluations": int(evaluations)}
 
 
+def _num_classes(model: Any) -> int | None:
+    """The backbone's ``num_classes`` (the null label) where the model has one."""
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], nnx.GraphDef):
+        return None  # not merged twice; the backbone checks shapes and dtypes when traced
+    seen = 0
+    while model is not None and seen < 8:
+        cfg = getattr(model, "config", None)
+        n = getattr(cfg, "num_classes", None)
+        if isinstance(n, int) and not isinstance(n, bool):
+            return n if n > 0 else None
+        model = getattr(model, "net", None) or getattr(model, "model", None)
+        seen += 1
+    return None
+
+
 def _check_key(func: str, key: Any) -> None:
     """``TypeError`` unless ``key`` is a JAX PRNG key: a typed key (``jax.random.key(seed)``) or
     a legacy raw uint32 key of shape (2,) (``jax.random.PRNGKey(seed)``)."""
@@ -271,7 +302,24 @@ def sample_to_npz(
     an ``.npz`` written atomically. An existing file is an error unless ``overwrite``."""
     if os.path.exists(path) and not overwrite:
         raise ValueError(f"sample_to_npz: path must not exist (pass overwrite=True), got {path!r}")
-    x = np.asarray(samples, np.float32)
+    x = np.asarray(samples)
+    if x.dtype.kind not in "iuf" or x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(
+            f"sample_to_npz: samples must be a real array (N, ...) with N >= 1, got "
+            f"{x.dtype} {x.shape}"
+        )
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("sample_to_npz: samples must be finite, got NaN or inf")
+    if labels is not None and np.shape(labels)[:1] != x.shape[:1]:
+        raise ValueError(
+            f"sample_to_npz: labels must have one entry per sample ({x.shape[0]}), got shape "
+            f"{np.shape(labels)}"
+        )
+    if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)):
+        raise TypeError(f"sample_to_npz: first_index must be an int, got {first_index!r:.40}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"sample_to_npz: seed must be an int or None, got {seed!r:.40}")
     data: dict[str, np.ndarray] = {
         "samples": x,
         "index": np.arange(first_index, first_index + x.shape[0], dtype=np.int64),

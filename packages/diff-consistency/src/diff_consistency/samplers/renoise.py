@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from diff_protocol import SamplerStep, TimeGrid, check_grid, diffuse
+from diff_protocol.checks import check_logsnr_order
 
 __all__ = ["consistency_renoise", "renoise_grid"]
 
@@ -22,6 +23,7 @@ __all__ = ["consistency_renoise", "renoise_grid"]
 def _step(z_t, x_hat, logsnr_t, logsnr_s, noise, state=()):
     if noise is None:
         raise ValueError("consistency_renoise: noise must be an array shaped like z_t, got None")
+    check_logsnr_order("consistency_renoise", logsnr_t, logsnr_s)
     return diffuse(x_hat, noise, logsnr_s), state
 
 

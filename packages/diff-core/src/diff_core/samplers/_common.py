@@ -13,6 +13,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from diff_protocol.arrays import as_float_array, is_scalar, namespace, scalar_math, work_dtype
+from diff_protocol.checks import (
+    check_array,
+    check_levels,
+    check_logsnr_order,
+    check_real,
+    check_same_shape,
+)
 from diff_protocol.vp import expand_like, softplus
 
 
@@ -53,13 +60,37 @@ class StepContext(NamedTuple):
         return (self.z_t - alpha_t * self.x_hat) / sigma_t
 
 
-def prepare(func: str, z_t: Any, x_hat: Any, logsnr_t: Any, logsnr_s: Any) -> StepContext:
-    """Validate and broadcast a step's inputs."""
-    xp = namespace(z_t, x_hat)
+def prepare(
+    func: str,
+    z_t: Any,
+    x_hat: Any,
+    logsnr_t: Any,
+    logsnr_s: Any,
+    *,
+    x_arg: str = "x_hat",
+    ordered: bool = True,
+) -> StepContext:
+    """Validate and broadcast a step's inputs.
+
+    ``z_t`` and ``x_hat`` (named ``x_arg`` in messages) must be real floating arrays of one shape;
+    with ``ordered`` the levels must satisfy ``logsnr_s > logsnr_t`` (checked on host floats and
+    concrete arrays, skipped for tracers). Host-float levels cost two float comparisons.
+    """
+    check_array(func, "z_t", z_t)
+    check_array(func, x_arg, x_hat)
     if tuple(x_hat.shape) != tuple(z_t.shape):
         raise ValueError(
-            f"{func}: x_hat shape {tuple(x_hat.shape)} must equal z_t shape {tuple(z_t.shape)}"
+            f"{func}: {x_arg} shape {tuple(x_hat.shape)} must equal z_t shape {tuple(z_t.shape)}"
         )
+    if type(logsnr_t) is not float or type(logsnr_s) is not float:
+        check_levels(func, "logsnr_t", logsnr_t)
+        check_levels(func, "logsnr_s", logsnr_s)
+    if ordered:
+        check_logsnr_order(func, logsnr_t, logsnr_s)
+    elif type(logsnr_t) is float and (logsnr_t != logsnr_t or logsnr_s != logsnr_s):
+        check_levels(func, "logsnr_t", logsnr_t)
+        check_levels(func, "logsnr_s", logsnr_s)
+    xp = namespace(z_t, x_hat)
     dt = work_dtype(xp, z_t)
     if is_scalar(logsnr_t) and is_scalar(logsnr_s):
         ctx = StepContext(
@@ -72,11 +103,14 @@ def prepare(func: str, z_t: Any, x_hat: Any, logsnr_t: Any, logsnr_s: Any) -> St
     return ctx._replace(z_t=ctx.cast(z_t), x_hat=ctx.cast(x_hat))
 
 
-def require_noise(func: str, noise: Any) -> None:
+def require_noise(func: str, noise: Any, z_t: Any) -> None:
+    """A stochastic step's draw: a real floating array of z_t's shape (no broadcasting)."""
     if noise is None:
         raise ValueError(
             f"{func}: noise must be an array shaped like z_t for a stochastic step, got None"
         )
+    check_array(func, "noise", noise)
+    check_same_shape(func, "noise", noise, "z_t", z_t)
 
 
 def clip(xp: Any, x_hat: Any, clip_x: float | None) -> Any:
@@ -85,12 +119,13 @@ def clip(xp: Any, x_hat: Any, clip_x: float | None) -> Any:
     return xp.clip(x_hat, -clip_x, clip_x)
 
 
-def check_clip(func: str, clip_x: Any) -> float | None:
+def check_clip(func: str, clip_x: Any, arg: str = "clip_x") -> float | None:
+    """None or a positive finite number (a Python float is returned, so factories cache on it)."""
     if clip_x is None:
         return None
-    if isinstance(clip_x, bool) or not isinstance(clip_x, (int, float)) or not clip_x > 0:
-        raise ValueError(f"{func}: clip_x must be None or a positive number, got {clip_x!r}")
-    return float(clip_x)
+    return check_real(
+        func, arg, clip_x, lo=0.0, lo_open=True, expected="None or a positive number (finite)"
+    )
 
 
 def no_state(z: Any) -> tuple:

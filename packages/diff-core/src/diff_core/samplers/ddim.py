@@ -14,17 +14,23 @@ from __future__ import annotations
 import functools
 
 from diff_protocol import SamplerStep
+from diff_protocol.checks import check_real
 
 from ._common import check_clip, clip, no_state, prepare, require_noise
 
 
-@functools.cache
 def ddim(eta: float = 0.0, clip_x: float | None = None) -> SamplerStep:
-    """DDIM step; deterministic for ``eta = 0`` (order 1), stochastic otherwise."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise ValueError(f"ddim: eta must be in [0, 1], got {eta!r}")
-    eta = float(eta)
-    clip_x = check_clip("ddim", clip_x)
+    """DDIM step; deterministic for ``eta = 0`` (order 1), stochastic otherwise.
+
+    The step requires ``logsnr_s > logsnr_t`` and real floating ``z_t``/``x_hat`` of one shape;
+    arguments are validated before the (cached) step is built.
+    """
+    eta = check_real("ddim", "eta", eta, lo=0.0, hi=1.0)
+    return _ddim(eta, check_clip("ddim", clip_x))
+
+
+@functools.cache
+def _ddim(eta: float, clip_x: float | None) -> SamplerStep:
     stochastic = eta > 0.0
 
     def step(z_t, x_hat, logsnr_t, logsnr_s, noise, state=()):
@@ -38,7 +44,7 @@ def ddim(eta: float = 0.0, clip_x: float | None = None) -> SamplerStep:
             # σ_s √(1 − 0) ε̂ = (σ_s/σ_t)(z_t − α_t x̂)
             z_s = alpha_s * x_hat + sigma_s * eps_hat
             return ctx.out(z_s), state
-        require_noise("ddim", noise)
+        require_noise("ddim", noise, z_t)
         keep = (1.0 - eta**2) + eta**2 * xp.exp(lt - ls)
         c = -xp.expm1(lt - ls)
         z_s = (

@@ -15,22 +15,28 @@ from __future__ import annotations
 import functools
 
 from diff_protocol import SamplerStep
+from diff_protocol.checks import check_real
 from diff_protocol.vp import softplus
 
 from ._common import check_clip, clip, no_state, prepare, require_noise
 
 
-@functools.cache
 def ddpm(gamma: float = 0.0, clip_x: float | None = None) -> SamplerStep:
-    """Ancestral DDPM step with variance interpolation ``gamma`` in [0, 1] (stochastic, order 1)."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"ddpm: gamma must be in [0, 1], got {gamma!r}")
-    gamma = float(gamma)
-    clip_x = check_clip("ddpm", clip_x)
+    """Ancestral DDPM step with variance interpolation ``gamma`` in [0, 1] (stochastic, order 1).
+
+    The step requires ``logsnr_s > logsnr_t``, real floating ``z_t``/``x_hat``/``noise`` of one
+    shape; arguments are validated before the (cached) step is built.
+    """
+    gamma = check_real("ddpm", "gamma", gamma, lo=0.0, hi=1.0)
+    return _ddpm(gamma, check_clip("ddpm", clip_x))
+
+
+@functools.cache
+def _ddpm(gamma: float, clip_x: float | None) -> SamplerStep:
 
     def step(z_t, x_hat, logsnr_t, logsnr_s, noise, state=()):
-        require_noise("ddpm", noise)
         ctx = prepare("ddpm", z_t, x_hat, logsnr_t, logsnr_s)
+        require_noise("ddpm", noise, z_t)
         xp, lt, ls = ctx.cxp, ctx.logsnr_t, ctx.logsnr_s
         x_hat = clip(ctx.xp, ctx.x_hat, clip_x)
         c = -xp.expm1(lt - ls)

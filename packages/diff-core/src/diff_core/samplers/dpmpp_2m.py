@@ -35,10 +35,15 @@ def dpmpp_2m() -> SamplerStep:
     """DPM-Solver++(2M) step (deterministic, order 2)."""
 
     def step(z_t, x_hat, logsnr_t, logsnr_s, noise=None, state=None):
+        ctx = prepare("dpmpp_2m", z_t, x_hat, logsnr_t, logsnr_s)
         if state is None:
             state = _init(z_t)
+        if not (isinstance(state, tuple) and len(state) == 3):
+            raise TypeError(
+                "dpmpp_2m: state must be the (x_hat_prev, h_prev, has_prev) tuple from init(z), "
+                f"got {type(state).__name__}"
+            )
         x_prev, h_prev, has_prev = state
-        ctx = prepare("dpmpp_2m", z_t, x_hat, logsnr_t, logsnr_s)
         xp = ctx.xp
         lt_raw = as_float_array(xp, logsnr_t, z_t)
         ls_raw = as_float_array(xp, logsnr_s, z_t)

@@ -20,6 +20,7 @@ import functools
 import math
 
 from diff_protocol import SamplerStep
+from diff_protocol.checks import check_choice
 
 from ._common import StepContext, no_state, prepare
 
@@ -27,9 +28,7 @@ VARIABLES = ("sigma", "logsnr")
 
 
 def check_variable(func: str, variable: str) -> str:
-    if variable not in VARIABLES:
-        raise ValueError(f"{func}: variable must be one of 'sigma', 'logsnr', got {variable!r}")
-    return variable
+    return check_choice(func, "variable", variable, VARIABLES)
 
 
 def sigma_e(ctx: StepContext, logsnr):
@@ -76,10 +75,14 @@ def euler_logsnr_update(ctx: StepContext, slope, x_hat):
     return xp.where(finite, ctx.z_t + dl * slope, x_hat)
 
 
-@functools.cache
 def euler(variable: str = "sigma") -> SamplerStep:
-    """Deterministic Euler step of the probability-flow ODE (order 1)."""
-    check_variable("euler", variable)
+    """Deterministic Euler step of the probability-flow ODE (order 1); the step requires
+    ``logsnr_s > logsnr_t``."""
+    return _euler(check_variable("euler", variable))
+
+
+@functools.cache
+def _euler(variable: str) -> SamplerStep:
 
     def step(z_t, x_hat, logsnr_t, logsnr_s, noise=None, state=()):
         ctx = prepare("euler", z_t, x_hat, logsnr_t, logsnr_s)

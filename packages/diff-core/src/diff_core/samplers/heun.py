@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 
 from diff_protocol import SamplerStep
+from diff_protocol.checks import check_array, check_same_shape
 
 from ._common import no_state, prepare
 from .euler import check_variable, euler, euler_logsnr_update, flow_logsnr, sigma_ratio_e
@@ -40,14 +41,21 @@ def trapezoid_sigma_update(ctx, x_hat_pred):
     return alpha_s * y_s
 
 
-@functools.cache
 def heun(variable: str = "sigma") -> SamplerStep:
-    """Heun predictor-corrector step of the probability-flow ODE (order 2)."""
-    check_variable("heun", variable)
+    """Heun predictor-corrector step of the probability-flow ODE (order 2); step and corrector
+    require ``logsnr_s > logsnr_t``."""
+    return _heun(check_variable("heun", variable))
+
+
+@functools.cache
+def _heun(variable: str) -> SamplerStep:
     predictor = euler(variable)
 
     def corrector(z_t, x_hat_t, z_pred, x_hat_pred, logsnr_t, logsnr_s, state=()):
-        ctx = prepare("heun", z_t, x_hat_t, logsnr_t, logsnr_s)
+        ctx = prepare("heun", z_t, x_hat_t, logsnr_t, logsnr_s, x_arg="x_hat_t")
+        for arg, a in (("z_pred", z_pred), ("x_hat_pred", x_hat_pred)):
+            check_array("heun", arg, a)
+            check_same_shape("heun", arg, a, "z_t", z_t)
         z_pred, x_hat_pred = ctx.cast(z_pred), ctx.cast(x_hat_pred)
         if variable == "sigma":
             z_s = trapezoid_sigma_update(ctx, x_hat_pred)

@@ -181,7 +181,12 @@ def image_folder(
         )
     if channels not in (1, 3):
         raise ValueError(f"image_folder: channels must be 1 or 3, got {channels!r}")
-    if isinstance(extensions, str) or not extensions:
+    if (
+        isinstance(extensions, str)
+        or not isinstance(extensions, (list, tuple))
+        or not extensions
+        or not all(isinstance(e, str) and e.strip(".") for e in extensions)
+    ):
         raise ValueError(
             f"image_folder: extensions must be a non-empty sequence of suffixes, got {extensions!r}"
         )

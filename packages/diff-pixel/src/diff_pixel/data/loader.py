@@ -74,6 +74,13 @@ class ArraySource:
     ) -> None:
         images = np.asarray(images)
         labels = np.asarray(labels)
+        if not isinstance(name, str):
+            raise TypeError(f"ArraySource: name must be a str, got {type(name).__name__}")
+        if images.dtype.kind != "f":
+            hint = " (uint8 pixels: x / 127.5 - 1)" if images.dtype.kind in "iu" else ""
+            raise TypeError(
+                f"ArraySource: images must be floats in [-1, 1], got dtype {images.dtype}{hint}"
+            )
         if images.ndim != 4:
             raise ValueError(
                 f"ArraySource: images must have shape (N, H, W, C), got {images.shape}"
@@ -88,6 +95,19 @@ class ArraySource:
             raise ValueError("ArraySource: images must contain at least one image, got 0")
         if not np.all(np.isfinite(images)):
             raise ValueError("ArraySource: images must be finite, got NaN or inf values")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:
+            raise ValueError(
+                f"ArraySource: images must lie in [-1, 1], got values in [{lo:g}, {hi:g}]"
+            )
+        if num_classes is not None and (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, (int, np.integer))
+            or num_classes < 1
+        ):
+            raise ValueError(
+                f"ArraySource: num_classes must be a positive int or None, got {num_classes!r}"
+            )
         self.images = np.ascontiguousarray(images, dtype=np.float32)
         self.labels = labels.astype(np.int32)
         self.num_classes = int(num_classes if num_classes is not None else labels.max() + 1)
@@ -182,6 +202,8 @@ class Loader:
             raise TypeError(
                 f"Loader: augment must be callable or None, got {type(augment).__name__}"
             )
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"Loader: shuffle must be a bool, got {shuffle!r:.40}")
         self.shuffle = bool(shuffle)
         self.augment = augment
         self.position = 0
@@ -201,7 +223,8 @@ class Loader:
         """Continue from a :meth:`state` dict; the seed must match this loader's."""
         if not isinstance(state, Mapping) or "position" not in state:
             raise ValueError(f"Loader.restore: state must be a dict with 'position', got {state!r}")
-        if int(state.get("seed", self.seed)) != self.seed:
+        seed = state.get("seed", self.seed)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed != self.seed:
             raise ValueError(
                 f"Loader.restore: state['seed'] must equal the loader's seed {self.seed}, "
                 f"got {state['seed']}"
@@ -243,6 +266,7 @@ class Loader:
 
     def batch_at(self, position: int) -> dict[str, np.ndarray]:
         """This process's share of the global batch starting at global position ``position``."""
+        position = _check_int("Loader.batch_at", "position", position, 0)
         b = self.local_batch_size
         slots = np.arange(self.process_index * b, (self.process_index + 1) * b, dtype=np.int64)
         positions = position + slots

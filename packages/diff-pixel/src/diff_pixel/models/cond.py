@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["Cond"]
 
@@ -52,6 +53,12 @@ class Cond:
     extra: dict[str, jax.Array] | None = None
 
     def __post_init__(self) -> None:
+        # only checks that hold for tracers and pytree placeholders too (jax rebuilds a Cond
+        # with tracers, ints or None as leaves); values are checked by `check_values`
+        for name in _FIELDS[:-1]:
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)):
+                raise TypeError(f"Cond: {name} must be an array or None, got {type(v).__name__}")
         if self.extra is not None:
             if not isinstance(self.extra, Mapping):
                 raise TypeError(
@@ -62,6 +69,73 @@ class Cond:
                 raise TypeError(f"Cond: extra keys must be str, got {bad!r}")
             if not isinstance(self.extra, dict):
                 object.__setattr__(self, "extra", dict(self.extra))
+
+    def check_values(self, func: str = "Cond", num_classes: int | None = None) -> None:
+        """Host-side value checks, once per call (``sample`` runs them before compiling).
+
+        ``label`` integers in [0, num_classes] (``num_classes`` is the null label; the range is
+        checked when it is given), ``drop`` booleans, ``token_lengths`` integers in [0, K], the
+        float entries (``vector``, ``tokens``, ``spatial``, ``extra[...]``) finite, and every
+        entry with the same batch size. Tracers (inside ``jax.jit``) are skipped.
+
+        Raises:
+          ValueError / TypeError naming the entry (``cond.label``, ...), what was expected and
+          what came.
+        """
+
+        def concrete(v: Any) -> Any:
+            if v is None or isinstance(v, jax.core.Tracer):
+                return None
+            return np.asarray(v)
+
+        sizes = {}
+        for name in self.entries() + (("drop",) if self.drop is not None else ()):
+            v = self.extra[name[6:-1]] if name.startswith("extra[") else getattr(self, name)
+            shape = getattr(v, "shape", None)
+            if shape is None or len(shape) == 0:
+                raise ValueError(
+                    f"{func}: cond.{name} must be a batch-first array, got "
+                    f"{type(v).__name__} {v!r:.40}"
+                )
+            sizes[name] = int(shape[0])
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"{func}: cond entries must share the batch size, got {sizes}")
+        label = concrete(self.label)
+        if label is not None:
+            if label.dtype.kind not in "iu":
+                raise TypeError(f"{func}: cond.label must be integers, got dtype {label.dtype}")
+            hi = num_classes if num_classes is not None else None
+            bad = (label < 0) | (label > hi) if hi is not None else label < 0
+            if bad.any():
+                rng = f"[0, {hi}] ({hi} is the null label)" if hi is not None else ">= 0"
+                raise ValueError(
+                    f"{func}: cond.label must lie in {rng}, got {int(label[bad].flat[0])}"
+                )
+        drop = concrete(self.drop)
+        if drop is not None and drop.dtype != np.bool_:
+            raise TypeError(f"{func}: cond.drop must be booleans, got dtype {drop.dtype}")
+        lengths = concrete(self.token_lengths)
+        if lengths is not None:
+            k = None if self.tokens is None else int(self.tokens.shape[1])
+            if (
+                lengths.dtype.kind not in "iu"
+                or (lengths < 0).any()
+                or (k is not None and (lengths > k).any())
+            ):
+                raise ValueError(
+                    f"{func}: cond.token_lengths must be integers in [0, K = {k}], got "
+                    f"{lengths.dtype} in [{lengths.min()}, {lengths.max()}]"
+                )
+        floats = {n: getattr(self, n) for n in ("vector", "tokens", "spatial")}
+        floats.update({f"extra[{k}]": v for k, v in (self.extra or {}).items()})
+        for name, v in floats.items():
+            arr = concrete(v)
+            if arr is None:
+                continue
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"{func}: cond.{name} must be real numbers, got dtype {arr.dtype}")
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ValueError(f"{func}: cond.{name} must be finite, got NaN or inf")
 
     def replace(self, **changes: Any) -> Cond:
         """A copy with the given fields changed (``dataclasses.replace``)."""

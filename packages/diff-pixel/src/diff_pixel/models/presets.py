@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from flax import nnx
 
 from diff_pixel.models.config import UViTConfig
@@ -171,6 +172,15 @@ def build_model(
       >>> model.config.num_classes
       10
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"build_model: seed must be an int, got {seed!r:.40}")
+    if rngs is not None and not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"build_model: rngs must be an nnx.Rngs or None, got {type(rngs).__name__}")
+    if isinstance(embedders, (str, bytes)) or not isinstance(embedders, (list, tuple)):
+        raise TypeError(
+            f"build_model: embedders must be a sequence of Embedder modules, got "
+            f"{type(embedders).__name__}"
+        )
     cfg = preset_config(name, **overrides)
     rngs = nnx.Rngs(seed) if rngs is None else rngs
     cls = ResidualUViT if cfg.arch == "residual_uvit" else UViT

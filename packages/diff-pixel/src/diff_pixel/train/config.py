@@ -146,7 +146,14 @@ class TrainConfig:
         return cls(**fields)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (validated)."""
+        """A copy with ``changes`` applied (validated; an unknown field is a ``TypeError``
+        naming it)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(
+                f"TrainConfig.replace: changes must name TrainConfig fields, got {unknown}"
+            )
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
