@@ -28,6 +28,7 @@ __all__ = [
     "PaddedBatch",
     "collate",
     "fully_connected_edges",
+    "check_graph",
     "graph_from_n_atoms",
     "to_packed",
     "to_padded",
@@ -262,6 +263,125 @@ def graph_from_n_atoms(
     return Graph(batch, ptr, n, fully_connected_edges(sizes, device))
 
 
+def check_graph(graph: Any, n_rows: int | None, func: str, name: str = "graph") -> Graph:
+    """Check that a packed `Graph` is self-consistent and has `n_rows` atoms; return it.
+
+    ``batch`` must be ``repeat_interleave(arange(B), n_atoms)``, ``ptr`` the cumulative sum of
+    ``n_atoms`` from 0, every count >= 1 and ``edge_index`` the fully connected pairs of those
+    sizes (`fully_connected_edges`). O(V + E) host work: call once per public call, never per step.
+
+    Raises:
+        TypeError: a field that is not an integer tensor.
+        ValueError: naming the field (``{name}.batch``, ...) and what differs, or the row count
+            (``x must have one row per atom``) when `n_rows` disagrees with the graph.
+    """
+    if isinstance(graph, PackedBatch):
+        graph = graph.graph
+    if not isinstance(graph, Graph):
+        raise TypeError(
+            f"{func}: {name} must be a Graph or PackedBatch, got {type(graph).__name__}"
+        )
+    for field, t in zip(Graph._fields, graph):
+        if not isinstance(t, Tensor) or t.dtype.is_floating_point or t.dtype.is_complex:
+            got = f"{t.dtype} tensor" if isinstance(t, Tensor) else type(t).__name__
+            raise TypeError(f"{func}: {name}.{field} must be an integer tensor, got {got}")
+        if t.dtype == torch.bool:
+            raise TypeError(f"{func}: {name}.{field} must be an integer tensor, got torch.bool")
+    batch, ptr, n_atoms, edge_index = graph
+    if n_atoms.dim() != 1 or n_atoms.shape[0] < 1:
+        raise ValueError(
+            f"{func}: {name}.n_atoms must have shape [B] with B >= 1, got {tuple(n_atoms.shape)}"
+        )
+    b = n_atoms.shape[0]
+    if batch.dim() != 1:
+        raise ValueError(f"{func}: {name}.batch must have shape [V], got {tuple(batch.shape)}")
+    if ptr.shape != (b + 1,):
+        raise ValueError(
+            f"{func}: {name}.ptr must have shape [B + 1] = [{b + 1}], got {tuple(ptr.shape)}"
+        )
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(
+            f"{func}: {name}.edge_index must have shape [2, E], got {tuple(edge_index.shape)}"
+        )
+    n_cpu = n_atoms.detach().cpu().to(torch.int64)
+    if bool((n_cpu < 1).any()):
+        m = int(torch.nonzero(n_cpu < 1)[0])
+        raise ValueError(
+            f"{func}: {name}.n_atoms must be >= 1 for every molecule, got {int(n_cpu[m])} for "
+            f"molecule {m}"
+        )
+    total = int(n_cpu.sum())
+    if batch.shape[0] != total:
+        raise ValueError(
+            f"{func}: {name}.n_atoms must sum to the length of {name}.batch ({batch.shape[0]}), "
+            f"got sum {total} ({n_cpu.tolist()[:10]}{' ...' if b > 10 else ''})"
+        )
+    if n_rows is not None and n_rows != total:
+        raise ValueError(
+            f"{func}: x must have one row per atom of {name} ({total} atoms in {b} molecules), "
+            f"got {n_rows} rows"
+        )
+    want_ptr = torch.zeros(b + 1, dtype=torch.int64)
+    want_ptr[1:] = torch.cumsum(n_cpu, 0)
+    got_ptr = ptr.detach().cpu().to(torch.int64)
+    if not torch.equal(got_ptr, want_ptr):
+        sizes = torch.diff(got_ptr).tolist()
+        raise ValueError(
+            f"{func}: {name}.n_atoms must match the molecule sizes of {name}.ptr "
+            f"(ptr = [0, cumsum(n_atoms)]), got n_atoms {n_cpu.tolist()[:10]} and ptr "
+            f"{got_ptr.tolist()[:11]} (sizes {sizes[:10]})"
+        )
+    want_batch = torch.repeat_interleave(torch.arange(b), n_cpu)
+    got_batch = batch.detach().cpu().to(torch.int64)
+    if not torch.equal(got_batch, want_batch):
+        a = int(torch.nonzero(got_batch != want_batch)[0])
+        raise ValueError(
+            f"{func}: {name}.batch must list each atom's molecule (contiguous, sorted, matching "
+            f"{name}.n_atoms), got {int(got_batch[a])} at atom {a} where {int(want_batch[a])} is "
+            "expected"
+        )
+    want_edges = _edges_cached(tuple(n_cpu.tolist()))
+    if edge_index.shape != want_edges.shape or not torch.equal(
+        edge_index.detach().cpu().to(torch.int64), want_edges
+    ):
+        raise ValueError(
+            f"{func}: {name}.edge_index must be the fully connected pairs of n_atoms "
+            f"({want_edges.shape[1]} edges, fully_connected_edges), got shape "
+            f"{tuple(edge_index.shape)} with different pairs"
+        )
+    return graph
+
+
+_DTYPE_NAMES = {
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "float64": torch.float64,
+    "double": torch.float64,
+}
+
+
+def as_float_dtype(dtype: Any, func: str, name: str = "dtype") -> torch.dtype:
+    """A floating torch dtype from a ``torch.dtype`` or its name (``"float32"``,
+    ``"torch.float64"``); anything else is a TypeError naming the argument."""
+    if isinstance(dtype, str):
+        key = dtype.removeprefix("torch.")
+        if key not in _DTYPE_NAMES:
+            raise TypeError(
+                f"{func}: {name} must be a floating torch dtype or one of "
+                f"{sorted(_DTYPE_NAMES)}, got {dtype!r}"
+            )
+        return _DTYPE_NAMES[key]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"{func}: {name} must be a floating torch dtype (e.g. torch.float32) or its name, got "
+            f"{dtype!r} ({type(dtype).__name__})"
+        )
+    return dtype
+
+
 # ----------------------------------------------------------------------------------------------
 # Conversions
 
@@ -370,7 +490,7 @@ def to_packed(batch: PaddedBatch | PackedBatch) -> PackedBatch:
 def collate(
     molecules: Any,
     layout: str = "packed",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     *,
     include_charges: bool = True,
     context: Tensor | np.ndarray | None = None,
@@ -383,7 +503,8 @@ def collate(
         molecules: object with ``positions`` [A, 3], ``types`` [A] (indices into
             ``molecules.elements``), ``n_atoms`` [S] and ``elements`` (an `ElementSet`).
         layout: ``"packed"`` (default) or ``"padded"``.
-        dtype: float dtype of the features.
+        dtype: float dtype of the features: a floating ``torch.dtype`` or its name
+            (``"float32"``, ``"torch.float64"``, ...); anything else is a ``TypeError``.
         include_charges: add the atomic-number column ``h_int`` [V, 1] (else [V, 0]).
         context: optional [S, C] per-molecule conditioning values (normalised).
         device: target device.
@@ -396,8 +517,12 @@ def collate(
     func = "collate"
     if layout not in ("packed", "padded"):
         raise ValueError(f"{func}: layout must be 'packed' or 'padded', got {layout!r}")
-    if not dtype.is_floating_point:
-        raise TypeError(f"{func}: dtype must be a floating dtype, got {dtype}")
+    dtype = as_float_dtype(dtype, func)
+    if isinstance(molecules, (list, tuple)) and len(molecules) == 0:
+        raise ValueError(
+            f"{func}: molecules must hold at least one molecule, got an empty "
+            f"{type(molecules).__name__}"
+        )
     for attr in ("positions", "types", "n_atoms", "elements"):
         if not hasattr(molecules, attr):
             raise TypeError(f"{func}: molecules must be a MoleculeSet, got {type(molecules)}")
@@ -412,6 +537,10 @@ def collate(
         )
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError(f"{func}: positions must have shape [A, 3], got {positions.shape}")
+    if max_atoms is not None and (
+        isinstance(max_atoms, bool) or not isinstance(max_atoms, (int, np.integer)) or max_atoms < 1
+    ):
+        raise ValueError(f"{func}: max_atoms must be a positive int or None, got {max_atoms!r}")
     limit = int(max_atoms if max_atoms is not None else elements.max_atoms)
     check_atoms(n_atoms, limit, func)
     offsets = np.zeros(n_atoms.size + 1, dtype=np.int64)
@@ -443,11 +572,13 @@ def collate(
         ctx = torch.as_tensor(np.asarray(context), dtype=dtype, device=device)
         if ctx.dim() == 1:
             ctx = ctx[:, None]
-        if ctx.shape[0] != n_atoms.size:
+        if ctx.dim() != 2 or ctx.shape[0] != n_atoms.size:
             raise ValueError(
-                f"{func}: context must have one row per molecule ({n_atoms.size}), got "
-                f"{tuple(ctx.shape)}"
+                f"{func}: context must have one row per molecule ({n_atoms.size}), shape [S] or "
+                f"[S, C], got {tuple(ctx.shape)}"
             )
+        if not bool(torch.isfinite(ctx).all()):
+            raise ValueError(f"{func}: context must be finite, got NaN or inf")
     packed = PackedBatch(
         x=torch.as_tensor(positions, dtype=dtype, device=device),
         h_cat=h_cat,

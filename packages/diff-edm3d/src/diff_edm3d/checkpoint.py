@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ __all__ = [
     "load_state",
     "read_trainer_state",
     "save_checkpoint",
+    "trainer_state_problem",
 ]
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "trainer_state.json")
@@ -117,7 +119,7 @@ def _error(func: str, path: Path, reason: str, hint: str = "") -> CheckpointErro
 
 def _verify_file(checkpoint: Path, name: str, state: dict[str, Any], func: str) -> Path:
     """The path of ``name`` in a checkpoint after checking it exists and matches the size and
-    SHA-256 recorded in ``trainer_state.json`` (checkpoints written before 0.1.1 record none)."""
+    SHA-256 recorded in ``trainer_state.json`` (checkpoints written before 0.2.0 record none)."""
     f = Path(checkpoint) / name
     if not f.is_file():
         raise _error(func, Path(checkpoint), f"{name} is missing")
@@ -168,11 +170,18 @@ def build_edm(description: dict[str, Any]) -> Any:
     from .dynamics import DYNAMICS, E3nnConfig, EGNNConfig
     from .sizes import AtomCountDistribution, PropertyGivenSize
 
+    if not isinstance(description, dict):
+        raise ValueError(
+            f"build_edm: description must be a dict (describe_edm's output), got "
+            f"{type(description).__name__}"
+        )
     try:
         dyn = description["dynamics"]
+        if not isinstance(dyn, dict):
+            raise TypeError(f"dynamics must be an object, got {type(dyn).__name__}")
         edm_config = EDMConfig.from_dict(description["edm_config"])
         name = dyn["name"]
-        if name not in DYNAMICS:
+        if not isinstance(name, str) or name not in DYNAMICS:
             raise ValueError(f"build_edm: dynamics must be one of {sorted(DYNAMICS)}, got {name!r}")
         config_cls = {"egnn": EGNNConfig, "e3nn": E3nnConfig}[name]
         dynamics = DYNAMICS[name](
@@ -184,18 +193,24 @@ def build_edm(description: dict[str, Any]) -> Any:
         ac = description.get("atom_counts")
         pd = description.get("property_dist")
         pn = description.get("property_normaliser")
-    except (KeyError, TypeError) as exc:
+        names = description.get("property_names")
+        if names is not None and not (
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+        ):
+            raise TypeError(f"property_names must be a list of str or null, got {names!r:.80}")
+        return EDM(
+            dynamics,
+            edm_config,
+            None if ac is None else AtomCountDistribution.from_dict(ac),
+            None if pd is None else PropertyGivenSize.from_dict(pd),
+            property_normaliser=None if pn is None else PropertyNormaliser.from_dict(pn),
+            property_names=names,
+        )
+    except (KeyError, TypeError, AttributeError, OverflowError, ValueError) as exc:
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ValueError(
-            f"build_edm: description must be a valid model description, got {exc!r}"
+            f"build_edm: description must be a valid model description, got {what}"
         ) from exc
-    return EDM(
-        dynamics,
-        edm_config,
-        None if ac is None else AtomCountDistribution.from_dict(ac),
-        None if pd is None else PropertyGivenSize.from_dict(pd),
-        property_normaliser=None if pn is None else PropertyNormaliser.from_dict(pn),
-        property_names=description.get("property_names"),
-    )
 
 
 def _json_dump(obj: Any) -> str:
@@ -326,7 +341,66 @@ def read_trainer_state(path: str | os.PathLike, step: int | str | None = None) -
             path,
             f"trainer_state.json must hold an object, got {type(state).__name__}",
         )
+    problem = trainer_state_problem(state)
+    if problem:
+        raise _error("read_trainer_state", path, f"trainer_state.json: {problem}")
     return state
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def trainer_state_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed ``trainer_state.json`` (None when its schema holds).
+
+    Checked when present: ``step`` an int >= 0; ``epoch`` an int >= 0; ``clip_queue`` a list of
+    finite numbers; ``loader`` an object whose ``epoch`` and ``position`` are ints >= 0;
+    ``config``, ``model`` and ``versions`` objects; ``files`` an object of ``{"bytes": int >= 0,
+    "sha256": 64 hex digits}``; ``best_val_nll`` a number or null.
+    """
+    for key in ("step", "epoch"):
+        if key in state and not (_is_int(state[key]) and state[key] >= 0):
+            return f"{key} must be an int >= 0, got {state[key]!r:.80}"
+    if "clip_queue" in state:
+        q = state["clip_queue"]
+        if not isinstance(q, list) or not all(_is_number(v) and math.isfinite(v) for v in q):
+            return f"clip_queue must be a list of finite numbers, got {q!r:.80}"
+    if "loader" in state:
+        loader = state["loader"]
+        if not isinstance(loader, dict):
+            return f"loader must be an object, got {type(loader).__name__}"
+        for key in ("epoch", "position"):
+            if not (_is_int(loader.get(key)) and loader[key] >= 0):
+                return f"loader.{key} must be an int >= 0, got {loader.get(key)!r:.80}"
+    for key in ("config", "model", "versions"):
+        if key in state and not isinstance(state[key], dict):
+            return f"{key} must be an object, got {type(state[key]).__name__}"
+    if "files" in state:
+        files = state["files"]
+        if not isinstance(files, dict):
+            return f"files must be an object, got {type(files).__name__}"
+        for name, rec in files.items():
+            ok = (
+                isinstance(rec, dict)
+                and _is_int(rec.get("bytes"))
+                and rec["bytes"] >= 0
+                and isinstance(rec.get("sha256"), str)
+                and len(rec["sha256"]) == 64
+            )
+            if not ok:
+                return (
+                    f"files[{name!r}] must be {{'bytes': int, 'sha256': 64 hex digits}}, got "
+                    f"{rec!r:.80}"
+                )
+    best = state.get("best_val_nll")
+    if best is not None and not _is_number(best):
+        return f"best_val_nll must be a number or null, got {best!r:.80}"
+    return None
 
 
 def _load_tensors(
@@ -347,6 +421,13 @@ def _load_tensors(
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], func: str = "load_state") -> None:
     """`load_state_dict` that reports every missing, unexpected and mis-shaped key."""
+    if not isinstance(state, dict):
+        raise TypeError(f"{func}: state must be a dict of tensors, got {type(state).__name__}")
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise TypeError(
+            f"{func}: checkpoint values must be tensors, got others for {not_tensors[:5]}"
+        )
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -359,6 +440,25 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], func: str = "l
         raise ValueError(
             f"{func}: checkpoint tensors must match the model, got missing keys {missing}, "
             f"unexpected keys {unexpected}, shape mismatches {shapes}"
+        )
+    dtypes = sorted(
+        f"{k}: {state[k].dtype} for {own[k].dtype}"
+        for k in own
+        if own[k].is_floating_point() != state[k].is_floating_point()
+        or (not own[k].is_floating_point() and own[k].dtype != state[k].dtype)
+    )
+    if dtypes:
+        raise TypeError(
+            f"{func}: checkpoint tensors must have the model's dtypes (floating where the model "
+            f"is floating; never converted from integers), got {dtypes[:5]}"
+        )
+    bad = sorted(
+        k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())
+    )
+    if bad:
+        raise ValueError(
+            f"{func}: checkpoint tensors must be finite, got NaN or inf in {bad[:5]}"
+            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}"
         )
     module.load_state_dict(state)
 
@@ -397,10 +497,15 @@ def load_checkpoint(
         raise _error("load_checkpoint", path, "trainer_state.json does not describe the model")
     try:
         edm = build_edm(state["model"])
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise _error("load_checkpoint", path, f"trainer_state.json: {exc}") from exc
     tensors = _load_tensors(path, weights, state, "load_checkpoint")
-    load_state(edm, tensors, "load_checkpoint")
+    try:
+        load_state(edm, tensors, "load_checkpoint")
+    except (ValueError, TypeError) as exc:
+        raise _error(
+            "load_checkpoint", path, f"{weights}.safetensors: {str(exc).split(': ', 1)[-1]}"
+        ) from exc
     edm = edm.to(device)
     if dtype is not None:
         edm = edm.to(dtype)

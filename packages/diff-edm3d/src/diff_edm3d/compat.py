@@ -62,8 +62,22 @@ def from_official_state_dict(
             f"'gamma.gamma' and 'buffer' keys, got unexpected keys {sorted(foreign)[:20]}"
         )
     if edm is not None:
+        from .diffusion import EDM
+        from .dynamics.egnn import EGNNDynamics
+
+        if not isinstance(edm, EDM) or not isinstance(edm.dynamics, EGNNDynamics):
+            raise TypeError(
+                "from_official_state_dict: edm must be None or an EDM with EGNNDynamics, got "
+                f"{type(edm).__name__}"
+            )
         if "gamma.gamma" in state_dict:
-            theirs = state_dict["gamma.gamma"].detach().to(torch.float64).cpu()
+            theirs = state_dict["gamma.gamma"]
+            if not isinstance(theirs, torch.Tensor) or not theirs.is_floating_point():
+                raise TypeError(
+                    "from_official_state_dict: gamma.gamma must be a floating tensor, got "
+                    f"{getattr(theirs, 'dtype', type(theirs).__name__)}"
+                )
+            theirs = theirs.detach().to(torch.float64).cpu()
             ours = edm.schedule.gamma_table
             if theirs.shape != ours.shape:
                 raise ValueError(
@@ -71,12 +85,24 @@ def from_official_state_dict(
                     f"got {tuple(theirs.shape)}"
                 )
             diff = float((theirs - ours).abs().max())
-            if diff > gamma_tol:
+            if not diff <= gamma_tol:  # NaN included
                 raise ValueError(
                     f"from_official_state_dict: gamma.gamma must match our schedule within "
                     f"{gamma_tol:g}, got max abs difference {diff:.3g}"
                 )
         p = next(edm.dynamics.parameters())
+        bad = sorted(k for k, v in out.items() if not isinstance(v, torch.Tensor))
+        if bad:
+            raise TypeError(
+                f"from_official_state_dict: state_dict values must be tensors, got others for "
+                f"{bad[:5]}"
+            )
+        ints = sorted(k for k, v in out.items() if not v.is_floating_point())
+        if ints:
+            raise TypeError(
+                f"from_official_state_dict: state_dict tensors must be floating (never converted "
+                f"from integers), got {[f'{k}: {out[k].dtype}' for k in ints[:5]]}"
+            )
         converted = {k: v.to(device=p.device, dtype=p.dtype) for k, v in out.items()}
         load_state(edm.dynamics, converted, "from_official_state_dict")
     return out
@@ -92,7 +118,26 @@ def to_official_state_dict(edm: Any) -> dict[str, torch.Tensor]:
 
 def load_official_checkpoint(path: str | os.PathLike, edm: Any) -> Any:
     """Load an official ``generative_model*.npy`` (a ``torch.save``d state dict) into `edm`
-    with ``weights_only=True``; returns `edm`."""
+    with ``weights_only=True``; returns `edm`.
+
+    Raises:
+        TypeError: `edm` is not an `EDM` with an `EGNNDynamics` (``None`` included: there would
+            be nothing to load into).
+        ValueError: naming the file, when it is unreadable or its tensors do not fit `edm`
+            (keys, shapes, dtypes, non-finite values, gamma table).
+    """
+    from .diffusion import EDM
+    from .dynamics.egnn import EGNNDynamics
+
+    if not isinstance(edm, EDM) or not isinstance(edm.dynamics, EGNNDynamics):
+        raise TypeError(
+            "load_official_checkpoint: edm must be an EDM with EGNNDynamics to load the weights "
+            f"into, got {type(edm).__name__}"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"load_official_checkpoint: path must be an existing file, got {os.fspath(path)}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -100,5 +145,8 @@ def load_official_checkpoint(path: str | os.PathLike, edm: Any) -> Any:
             f"load_official_checkpoint: {path} must be a torch state dict loadable with "
             f"weights_only=True, got an unreadable file ({exc})"
         ) from exc
-    from_official_state_dict(state, edm)
+    try:
+        from_official_state_dict(state, edm)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"load_official_checkpoint: file {path}: {exc}") from exc
     return edm

@@ -37,6 +37,7 @@ from .batch import (
     PackedBatch,
     PaddedBatch,
     check_atoms,
+    check_graph,
     graph_from_n_atoms,
     to_packed,
 )
@@ -77,14 +78,39 @@ class EDMConfig:
         func = "EDMConfig"
         if not isinstance(self.elements, ElementSet):
             raise TypeError(f"{func}: elements must be an ElementSet, got {type(self.elements)}")
-        object.__setattr__(self, "norm_values", tuple(float(v) for v in self.norm_values))
-        object.__setattr__(self, "norm_biases", tuple(float(v) for v in self.norm_biases))
-        if len(self.norm_values) != 3 or min(self.norm_values) <= 0:
+        for key in ("norm_values", "norm_biases"):
+            raw = getattr(self, key)
+            try:
+                vals = tuple(float(v) for v in raw)
+                ok = len(vals) == 3 and not any(isinstance(v, (bool, str)) for v in raw)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{func}: {key} must be 3 numbers, got {raw!r}")
+            object.__setattr__(self, key, vals)
+        if not all(math.isfinite(v) and v > 0 for v in self.norm_values):
             raise ValueError(
-                f"{func}: norm_values must be 3 positive numbers, got {self.norm_values}"
+                f"{func}: norm_values must be 3 finite positive numbers, got {self.norm_values}"
             )
-        if len(self.norm_biases) != 3:
-            raise ValueError(f"{func}: norm_biases must be 3 numbers, got {self.norm_biases}")
+        if not all(math.isfinite(v) for v in self.norm_biases):
+            raise ValueError(
+                f"{func}: norm_biases must be 3 finite numbers, got {self.norm_biases}"
+            )
+        for key in ("include_charges", "check_finite", "allow_unseen_sizes"):
+            if not isinstance(getattr(self, key), bool):
+                raise TypeError(f"{func}: {key} must be a bool, got {getattr(self, key)!r}")
+        if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
+            raise ValueError(f"{func}: T must be a positive int, got {self.T!r}")
+        if (
+            isinstance(self.precision, bool)
+            or not isinstance(self.precision, (int, float))
+            or not 0 < float(self.precision) < 1
+        ):
+            raise ValueError(
+                f"{func}: precision must be a number in (0, 1), got {self.precision!r}"
+            )
+        if not isinstance(self.schedule, str):
+            raise TypeError(f"{func}: schedule must be a str, got {type(self.schedule).__name__}")
         if self.loss_type not in ("l2", "vlb"):
             raise ValueError(f"{func}: loss_type must be 'l2' or 'vlb', got {self.loss_type!r}")
         if self.l2_denominator not in ("batch_max_atoms", "per_molecule", "constant"):
@@ -92,9 +118,17 @@ class EDMConfig:
                 f"{func}: l2_denominator must be 'batch_max_atoms', 'per_molecule' or 'constant', "
                 f"got {self.l2_denominator!r}"
             )
-        if not isinstance(self.max_atoms, int) or self.max_atoms < 1:
+        if (
+            isinstance(self.max_atoms, bool)
+            or not isinstance(self.max_atoms, int)
+            or self.max_atoms < 1
+        ):
             raise ValueError(f"{func}: max_atoms must be a positive int, got {self.max_atoms!r}")
-        if not isinstance(self.context_dim, int) or self.context_dim < 0:
+        if (
+            isinstance(self.context_dim, bool)
+            or not isinstance(self.context_dim, int)
+            or self.context_dim < 0
+        ):
             raise ValueError(f"{func}: context_dim must be an int >= 0, got {self.context_dim!r}")
 
     @property
@@ -114,6 +148,8 @@ class EDMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EDMConfig:
+        if not isinstance(d, dict):
+            raise TypeError(f"EDMConfig.from_dict: d must be a dict, got {type(d).__name__}")
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"EDMConfig.from_dict: unknown keys {unknown}")
@@ -301,7 +337,25 @@ class EDM(nn.Module):
                 f"EDM.{func}: batch.h_int must have {want_int} column(s) "
                 f"(include_charges={self.config.include_charges}), got {batch.h_int.shape[-1]}"
             )
+        if batch.x.dim() != 2 or batch.x.shape[1] != 3:
+            raise ValueError(
+                f"EDM.{func}: batch.x must have shape [V, 3], got {tuple(batch.x.shape)}"
+            )
+        check_graph(batch.graph, batch.x.shape[0], f"EDM.{func}", "batch")
+        for key in ("h_cat", "h_int"):
+            value = getattr(batch, key)
+            if value.dim() != 2 or value.shape[0] != batch.x.shape[0]:
+                raise ValueError(
+                    f"EDM.{func}: batch.{key} must have one row per atom ({batch.x.shape[0]}), "
+                    f"got shape {tuple(value.shape)}"
+                )
         check_atoms(batch.n_atoms.cpu().numpy(), self.config.max_atoms, f"EDM.{func}")
+        one_hot = ((batch.h_cat == 0) | (batch.h_cat == 1)).all() & (batch.h_cat.sum(-1) == 1).all()
+        if not bool(one_hot):
+            raise ValueError(
+                f"EDM.{func}: batch.h_cat must be one-hot (one 1 per atom, zeros elsewhere), got "
+                "other values (collate builds it from integer types)"
+            )
         if self.config.check_finite:
             self._check_finite(batch.x, batch.graph, f"EDM.{func}", "batch.x")
         graph = batch.graph
@@ -381,7 +435,8 @@ class EDM(nn.Module):
         if self.config.check_finite:
             self._check_finite(z, state.graph, f"EDM.{func}", "the noisy state z")
         t = (k.to(torch.float64) / self.T).to(z.dtype)
-        ex, eh = self.dynamics(z[:, :3], z[:, 3:], t, state.graph, state.context)
+        # graph, times and context were checked once per call (_prepare, sample, EDMDenoiser)
+        ex, eh = self.dynamics(z[:, :3], z[:, 3:], t, state.graph, state.context, check=False)
         return torch.cat([ex, eh], -1)
 
     def _per_molecule(self, values: Tensor, graph: Graph) -> Tensor:
@@ -909,8 +964,11 @@ class EDMDenoiser:
             raise TypeError(f"EDMDenoiser: edm must be an EDM, got {type(edm)}")
         if isinstance(graph, PackedBatch):
             graph = graph.graph
-        if not isinstance(graph, Graph):
-            raise TypeError(f"EDMDenoiser: graph must be a Graph, got {type(graph)}")
+        check_graph(graph, None, "EDMDenoiser")
+        if context is not None:
+            context = edm.dynamics.check_context(
+                context, graph.num_molecules, torch.empty(0, dtype=torch.float64)
+            )
         self.edm = edm
         self.graph = graph
         self.context = context
@@ -918,7 +976,15 @@ class EDMDenoiser:
     def __call__(self, z: Tensor, logsnr: Any, cond: Any = None) -> Tensor:
         graph = self.graph
         b, v = graph.num_molecules, graph.num_atoms
+        d = 3 + self.edm.n_features
+        if not isinstance(z, Tensor) or not z.dtype.is_floating_point or z.shape != (v, d):
+            got = f"{z.dtype} {tuple(z.shape)}" if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(
+                f"EDMDenoiser: z must be a floating tensor [V, 3 + F] = [{v}, {d}], got {got}"
+            )
         logsnr = torch.as_tensor(logsnr, device=z.device, dtype=torch.float64)
+        if not bool(torch.isfinite(logsnr).all()):
+            raise ValueError("EDMDenoiser: logsnr must be finite, got NaN or inf")
         if logsnr.dim() == 0:
             k = self.edm.schedule.k_of_logsnr(logsnr.reshape(1)).expand(b)
         elif logsnr.shape == (b,):

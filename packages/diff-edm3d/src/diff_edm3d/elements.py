@@ -196,7 +196,13 @@ class ElementSet:
                 f"ElementSet.from_dict: d must be a mapping with keys 'symbols' and 'max_atoms', "
                 f"got {d!r}"
             )
-        return cls(tuple(d["symbols"]), int(d["max_atoms"]), str(d.get("name", "custom")))
+        symbols, max_atoms, name = d["symbols"], d["max_atoms"], d.get("name", "custom")
+        if not isinstance(symbols, (list, tuple)) or not isinstance(name, str):
+            raise ValueError(
+                f"ElementSet.from_dict: d['symbols'] must be a list of symbols and d['name'] a "
+                f"str, got {symbols!r:.60} and {name!r:.60}"
+            )
+        return cls(tuple(symbols), max_atoms, name)
 
 
 def _known(name: str) -> ElementSet:

@@ -17,6 +17,26 @@ import numpy as np
 __all__ = ["AtomCountDistribution", "PropertyGivenSize"]
 
 
+#: The largest atom count a size table may hold (tables are dense arrays indexed by M).
+MAX_ATOM_COUNT = 100_000
+
+
+def _count(value: Any, what: str, func: str) -> int:
+    """An integer from an int or an integral float (converted explicitly, never truncated)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {what} must be an integer, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{func}: {what} must be an integer, got {value!r:.40}") from None
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and value == round(value):
+        return int(value)
+    raise ValueError(f"{func}: {what} must be an integer, got {value!r:.40}")
+
+
 def _int_array(values: Any, name: str, func: str) -> np.ndarray:
     arr = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -43,14 +63,24 @@ class AtomCountDistribution:
         if isinstance(counts, Mapping):
             if not counts:
                 raise ValueError("AtomCountDistribution: counts must be non-empty, got {}")
-            top = max(int(k) for k in counts)
-            arr = np.zeros(top + 1, dtype=np.int64)
-            for k, v in counts.items():
-                if int(k) < 0:
-                    raise ValueError(f"AtomCountDistribution: sizes must be >= 0, got {k}")
-                arr[int(k)] = int(v)
+            func = "AtomCountDistribution"
+            table = {
+                _count(k, "sizes M", func): _count(v, f"count[{k!r}]", func)
+                for k, v in counts.items()
+            }
+            bad = [m for m in table if not 0 <= m <= MAX_ATOM_COUNT]
+            if bad:
+                raise ValueError(f"{func}: sizes M must be in [0, {MAX_ATOM_COUNT}], got {bad[0]}")
+            arr = np.zeros(max(table) + 1, dtype=np.int64)
+            for k, v in table.items():
+                arr[k] = v
         else:
             arr = _int_array(counts, "counts", "AtomCountDistribution").reshape(-1)
+            if arr.size > MAX_ATOM_COUNT + 1:
+                raise ValueError(
+                    f"AtomCountDistribution: counts must cover sizes up to {MAX_ATOM_COUNT}, got "
+                    f"{arr.size} entries"
+                )
         if arr.size == 0 or np.any(arr < 0) or arr.sum() == 0:
             raise ValueError(
                 f"AtomCountDistribution: counts must be non-negative with a positive total, got "
@@ -151,9 +181,15 @@ class AtomCountDistribution:
     def from_dict(cls, d: Mapping[str, Any]) -> AtomCountDistribution:
         if not isinstance(d, Mapping) or "counts" not in d:
             raise ValueError(
-                f"AtomCountDistribution.from_dict: d must have key 'counts', got {d!r}"
+                f"AtomCountDistribution.from_dict: d must have key 'counts', got {d!r:.80}"
             )
-        return cls({int(k): int(v) for k, v in d["counts"].items()})
+        counts = d["counts"]
+        if not isinstance(counts, Mapping) or not counts:
+            raise ValueError(
+                f"AtomCountDistribution.from_dict: d['counts'] must be a non-empty mapping "
+                f"{{M: count}}, got {counts!r:.80}"
+            )
+        return cls(counts)
 
     def __repr__(self) -> str:
         return f"AtomCountDistribution({self.histogram()})"
@@ -268,11 +304,52 @@ class PropertyGivenSize:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PropertyGivenSize:
+        """Inverse of `to_dict`; the schema (n_bins, names, per-M min/max/probs with matching
+        shapes, finite values, probabilities summing to 1) is checked."""
+        func = "PropertyGivenSize.from_dict"
+        if not isinstance(d, Mapping) or not {"n_bins", "names", "tables"} <= set(d):
+            raise ValueError(
+                f"{func}: d must have keys 'n_bins', 'names' and 'tables', got {d!r:.80}"
+            )
+        n_bins = _count(d["n_bins"], "d['n_bins']", func)
+        names = d["names"]
+        if n_bins < 1 or n_bins > 10**7:
+            raise ValueError(f"{func}: d['n_bins'] must be in [1, 1e7], got {n_bins}")
+        if (
+            not isinstance(names, (list, tuple))
+            or not names
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise ValueError(f"{func}: d['names'] must be a list of str, got {names!r:.80}")
+        tables = d["tables"]
+        if not isinstance(tables, Mapping) or not tables:
+            raise ValueError(f"{func}: d['tables'] must be a non-empty mapping, got {tables!r:.80}")
+        p = len(names)
+        out = {}
+        for m, t in tables.items():
+            size = _count(m, "the sizes M of d['tables']", func)
+            where = f"d['tables'][{m!r}]"
+            if not isinstance(t, Mapping) or not {"min", "max", "probs"} <= set(t):
+                raise ValueError(f"{func}: {where} must have keys 'min', 'max', 'probs'")
+            try:
+                lo = np.asarray(t["min"], dtype=np.float64)
+                hi = np.asarray(t["max"], dtype=np.float64)
+                probs = np.asarray(t["probs"], dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{func}: {where} must hold numbers, got {exc}") from None
+            if lo.shape != (p,) or hi.shape != (p,) or probs.shape != (p, n_bins):
+                raise ValueError(
+                    f"{func}: {where} must have min/max [{p}] and probs [{p}, {n_bins}], got "
+                    f"{lo.shape}, {hi.shape}, {probs.shape}"
+                )
+            finite = np.isfinite(lo).all() and np.isfinite(hi).all() and np.isfinite(probs).all()
+            if not finite or (hi < lo).any() or (probs < 0).any():
+                raise ValueError(f"{func}: {where} must hold finite values, min <= max, probs >= 0")
+            if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-6):
+                raise ValueError(f"{func}: {where} probs must sum to 1 per property")
+            out[size] = (lo, hi, probs)
         obj = cls.__new__(cls)
-        obj.n_bins = int(d["n_bins"])
-        obj.names = tuple(d["names"])
-        obj.tables = {
-            int(m): (np.asarray(t["min"]), np.asarray(t["max"]), np.asarray(t["probs"]))
-            for m, t in d["tables"].items()
-        }
+        obj.n_bins = n_bins
+        obj.names = tuple(names)
+        obj.tables = out
         return obj

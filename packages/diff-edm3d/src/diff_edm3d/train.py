@@ -526,8 +526,13 @@ class Trainer:
                     f"Trainer: config must match the checkpoint in {ckpt} to resume, got "
                     f"differing fields {diff} (use another --out to start a new run)"
                 )
-            load_state(self.model, load_tensors(ckpt, "model", state), "Trainer.resume")
-            load_state(self.ema, load_tensors(ckpt, "ema", state), "Trainer.resume")
+            for name, module in (("model", self.model), ("ema", self.ema)):
+                tensors = load_tensors(ckpt, name, state)
+                try:
+                    load_state(module, tensors, "Trainer.resume")
+                except (ValueError, TypeError) as exc:
+                    reason = f"{name}.safetensors: {str(exc).split(': ', 1)[-1]}"
+                    raise CheckpointError("Trainer", ckpt, reason, [], hint) from exc
             self.optimizer.load_state_dict(load_optimizer_state(ckpt, state))
             self.clipper.load(state["clip_queue"])
             self.loader.load_state_dict(state["loader"])
@@ -536,10 +541,9 @@ class Trainer:
             self.step = int(state["step"])
         except CheckpointError as exc:
             raise CheckpointError("Trainer", exc.path, exc.reason, exc.available, hint) from exc
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(
-                "Trainer", ckpt, f"trainer_state.json lacks {exc}", [], hint
-            ) from exc
+        except (KeyError, TypeError, AttributeError) as exc:
+            what = f"lacks {exc}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
+            raise CheckpointError("Trainer", ckpt, f"trainer_state.json {what}", [], hint) from exc
         best = state.get("best_val_nll")
         self.best_val_nll = float("inf") if best is None else float(best)
         if self.dist.is_main:

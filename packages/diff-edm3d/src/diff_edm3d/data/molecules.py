@@ -85,6 +85,8 @@ class MoleculeSet:
                 f"MoleculeSet: elements must be an ElementSet, got {type(elements).__name__}"
             )
         pos = to_numpy(positions)
+        if pos.dtype.kind not in "iuf":
+            raise TypeError(f"MoleculeSet: positions must be real numbers, got dtype {pos.dtype}")
         if pos.dtype != np.float32:
             pos = pos.astype(np.float64, copy=False)
         pos = pos.reshape(-1, 3) if pos.size == 0 else pos
@@ -385,9 +387,50 @@ class MoleculeSet:
         elements: ElementSet = QM9_WITH_H,
         **kwargs: Any,
     ) -> MoleculeSet:
-        """Build a set from a sequence of ``(positions [M,3], types [M])`` pairs."""
-        pos = [to_numpy(p).reshape(-1, 3) for p, _ in molecules]
-        typ = [to_numpy(t).reshape(-1) for _, t in molecules]
+        """Build a set from a sequence of ``(positions [M,3], types [M])`` pairs.
+
+        Nothing is reshaped or truncated: positions must be [M, 3] real numbers and types [M]
+        integers (integer arrays, or floats with integral values, converted explicitly);
+        anything else is a ``ValueError``/``TypeError`` naming the molecule.
+        """
+        func = "MoleculeSet.from_molecules"
+        if isinstance(molecules, (str, bytes)) or not isinstance(molecules, Sequence):
+            raise TypeError(
+                f"{func}: molecules must be a sequence of (positions [M, 3], types [M]) pairs, "
+                f"got {type(molecules).__name__}"
+            )
+        pos, typ = [], []
+        for i, item in enumerate(molecules):
+            if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+                raise TypeError(
+                    f"{func}: molecules[{i}] must be a (positions [M, 3], types [M]) pair, got "
+                    f"{type(item).__name__}"
+                )
+            p, t = to_numpy(item[0]), to_numpy(item[1])
+            if p.dtype.kind not in "iuf" or p.ndim != 2 or p.shape[1] != 3:
+                raise ValueError(
+                    f"{func}: positions of molecule {i} must be real numbers of shape [M, 3], "
+                    f"got {p.dtype} {p.shape}"
+                )
+            if t.ndim != 1 or t.shape[0] != p.shape[0]:
+                raise ValueError(
+                    f"{func}: types of molecule {i} must have shape [M] = [{p.shape[0]}], got "
+                    f"{t.shape}"
+                )
+            if t.size and t.dtype.kind == "f":
+                if not (np.isfinite(t).all() and (t == np.round(t)).all()):
+                    bad = t[~(np.isfinite(t) & (t == np.round(t)))][0]
+                    raise ValueError(
+                        f"{func}: types of molecule {i} must be integer type indices, got {bad!r}"
+                    )
+                t = t.astype(np.int64)
+            elif t.size and t.dtype.kind not in "iu":
+                raise TypeError(
+                    f"{func}: types of molecule {i} must be integer type indices, got dtype "
+                    f"{t.dtype}"
+                )
+            pos.append(p)
+            typ.append(t)
         dtype = np.float32 if pos and all(p.dtype == np.float32 for p in pos) else np.float64
         return cls(
             np.concatenate(pos).astype(dtype) if pos else np.zeros((0, 3)),

@@ -131,6 +131,24 @@ class PropertyNormaliser:
     mad: Mapping[str, float]
 
     def __post_init__(self) -> None:
+        for key in ("mean", "mad"):
+            table = getattr(self, key)
+            if not isinstance(table, Mapping):
+                raise TypeError(
+                    f"PropertyNormaliser: {key} must be a mapping name -> number, got "
+                    f"{type(table).__name__}"
+                )
+            for k, v in table.items():
+                if (
+                    not isinstance(k, str)
+                    or isinstance(v, bool)
+                    or not isinstance(v, (int, float, np.integer, np.floating))
+                    or not np.isfinite(v)
+                ):
+                    raise ValueError(
+                        f"PropertyNormaliser: {key} must map names to finite numbers, got "
+                        f"{k!r}: {v!r:.40}"
+                    )
         if set(self.mean) != set(self.mad):
             raise ValueError(
                 f"PropertyNormaliser: mean and mad must have the same keys, got "
@@ -205,4 +223,4 @@ class PropertyNormaliser:
             raise ValueError(
                 f"PropertyNormaliser.from_dict: d must have keys 'mean' and 'mad', got {d!r}"
             )
-        return cls(dict(d["mean"]), dict(d["mad"]))
+        return cls(d["mean"], d["mad"])

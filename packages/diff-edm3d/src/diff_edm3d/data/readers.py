@@ -47,7 +47,17 @@ def read_xyz(path: str | os.PathLike) -> list[RawMolecule]:
         ValueError: a malformed frame, naming the file and the line.
     """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    if not path.is_file():
+        raise FileNotFoundError(f"read_xyz: path must be an existing file, got {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"read_xyz: file {path} must be UTF-8 text in XYZ format, got undecodable bytes at "
+            f"byte {exc.start} (a binary file?)"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"read_xyz: file {path} cannot be read ({exc.strerror})") from None
     out: list[RawMolecule] = []
     i = 0
     while i < len(lines):

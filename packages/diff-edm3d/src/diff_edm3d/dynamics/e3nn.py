@@ -74,6 +74,8 @@ class E3nnConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> E3nnConfig:
+        if not isinstance(d, dict):
+            raise TypeError(f"E3nnConfig.from_dict: d must be a dict, got {type(d).__name__}")
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"E3nnConfig.from_dict: unknown keys {unknown}")

@@ -88,6 +88,8 @@ class EGNNConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EGNNConfig:
+        if not isinstance(d, dict):
+            raise TypeError(f"EGNNConfig.from_dict: d must be a dict, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
