@@ -325,7 +325,7 @@ def test_demo(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert rc == 0
     with Image.open(out / "grid.png") as im:
-        assert im.size == (1000, 1000)
+        assert im.size == (1012, 1012)  # 5 tiles of 200 px and 6 gaps of 2 px
     with Image.open(out / "curves.png") as im:
         assert im.size == (900, 360)  # no evaluation ran: no empty evaluation panel
     for name in ("samples.xyz", "samples.sdf", "metrics.json"):
