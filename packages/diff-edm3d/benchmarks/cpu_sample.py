@@ -7,7 +7,12 @@ grid; the ratio compares ours and the dense reference (same weights, same noise)
 ``--ratio-steps`` knots, and the dense molecules/s is extrapolated from that per-step time (a
 step's cost does not depend on t). One JSON object per figure.
 
+``--figure issue16``: issue 16's workload, one reverse step for 100 molecules of 19 atoms with
+EGNN 256/9 on one thread: ours, ours without the inference buffers (the code before them) and the
+dense reference, interleaved rounds, median seconds per step and the ratios.
+
     python packages/diff-edm3d/benchmarks/cpu_sample.py --threads 2
+    python packages/diff-edm3d/benchmarks/cpu_sample.py --threads 1 --figure issue16
 """
 
 from __future__ import annotations
@@ -64,6 +69,42 @@ def run(nf: int, layers: int, n: int, steps: int, ratio_steps: int, seed: int = 
     }  # fmt: skip
 
 
+def fixed_size_step(nf: int, layers: int, n: int, atoms: int, rounds: int, seed: int = 0) -> dict:
+    """Issue 16's workload: one reverse step for `n` molecules of `atoms` atoms each, per-step
+    seconds of ours (reused inference buffers), ours with ``EGNNDynamics.inference_buffers =
+    False`` (the autograd layout under ``no_grad``: the code before the buffers) and the dense
+    reference, interleaved over `rounds` rounds of a 4-knot grid (median per round)."""
+    counts = AtomCountDistribution({atoms: 1})
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        dyn = EGNNDynamics(EGNNConfig(nf=nf, n_layers=layers))
+    ours = EDM(dyn, EDMConfig(), counts).eval()
+    dense = EDM(DenseEGNNReference.like(dyn), EDMConfig(), counts).eval()
+    sizes = np.full(n, atoms)
+    grid = np.array([1000, 999, 998, 997, 0])
+    times: dict[str, list[float]] = {"ours": [], "ours_without_buffers": [], "dense": []}
+    for _ in range(rounds):
+        for name in times:
+            edm = dense if name == "dense" else ours
+            EGNNDynamics.inference_buffers = name != "ours_without_buffers"
+            t0 = time.perf_counter()
+            edm.sample(sizes, seed=seed, grid=grid)
+            times[name].append((time.perf_counter() - t0) / len(grid))
+    EGNNDynamics.inference_buffers = True
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {
+        "figure": "fixed_size_step", "config": f"nf{nf}/L{layers}", "molecules": n,
+        "atoms_each": atoms, "threads": torch.get_num_threads(), "rounds": rounds,
+        **{f"{k}_step_s": round(v, 3) for k, v in med.items()},
+        "ratio_dense_over_ours": round(med["dense"] / med["ours"], 3),
+        "ratio_dense_over_ours_without_buffers": round(
+            med["dense"] / med["ours_without_buffers"], 3
+        ),
+        "speedup_of_buffers": round(med["ours_without_buffers"] / med["ours"], 3),
+        "torch": torch.__version__,
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -73,9 +114,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep-denormals", action="store_true",
                     help="do not flush denormal floats (slower on x86: untrained networks make "
                     "SiLU outputs below 1e-38)")  # fmt: skip
+    ap.add_argument(
+        "--figure",
+        choices=("throughput", "issue16"),
+        default="throughput",
+        help="throughput: the two p(M) runs below; issue16: one reverse step for 100 "
+        "molecules of 19 atoms, nf 256 / 9 layers, ours with and without the "
+        "inference buffers against the dense reference (default: %(default)s)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --figure issue16")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     flushed = (not args.keep_denormals) and torch.set_flush_denormal(True)
+    if args.figure == "issue16":
+        n, atoms = (10, 9) if args.quick else (args.n, 19)
+        out = fixed_size_step(256, 9, n, atoms, args.rounds)
+        print(json.dumps({**out, "flush_denormal": bool(flushed)}), flush=True)
+        return
     runs = (
         [(64, 4, 10, 20, 5)]
         if args.quick

@@ -131,6 +131,43 @@ def test_packed_padded_dense_identity(noisy, dtype, tol):
     assert torch.all(qx[~m] == 0) and torch.all(qh[~m] == 0)
 
 
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {},
+        {"sin_embedding": True, "inv_sublayers": 2},
+        {"attention": False, "tanh": False, "normalization_factor": 100.0, "norm_constant": 0.0},
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inference_path_is_bitwise_the_autograd_path(noisy, cfg, dtype):
+    """Without autograd (sampling) the packed EGNN writes its [E, nf] intermediates into reused
+    buffers; the operations and their order are those of the autograd path, so the output is
+    bitwise equal, including a 1-atom molecule and a batch without edges."""
+    state, t = noisy
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        net = EGNNDynamics(EGNNConfig(nf=32, n_layers=3, **cfg), QM9_WITH_H, context_dim=1)
+    net = boost_coordinate_head(net).to(dtype)
+    x, ctx, t = state.x.to(dtype), state.context.to(dtype), t.to(dtype)
+    h = torch.cat([state.h_cat, state.h_int], -1).to(dtype)
+    ref = net(x, h, t, state.graph, ctx)
+    assert ref[0].requires_grad
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            out = net(x, h, t, state.graph, ctx)
+        assert all(torch.equal(a, b) for a, b in zip(ref, out)), mode
+    g = graph_from_n_atoms([1, 1, 1])
+    gen = torch.Generator().manual_seed(2)
+    x1 = torch.randn(3, 3, generator=gen, dtype=dtype)
+    h1 = torch.randn(3, net.n_features, generator=gen, dtype=dtype)
+    t1, c1 = torch.full((3,), 0.5, dtype=dtype), torch.zeros(3, 1, dtype=dtype)
+    ref = net(x1, h1, t1, g, c1)
+    with torch.no_grad():
+        out = net(x1, h1, t1, g, c1)
+    assert all(torch.equal(a, b) for a, b in zip(ref, out))
+
+
 def test_padding_and_batch_independence(noisy):
     state, t = noisy
     net = boost_coordinate_head(_egnn()).double()

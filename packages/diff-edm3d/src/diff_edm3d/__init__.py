@@ -64,7 +64,7 @@ from .schedule import EDMSchedule
 from .sizes import AtomCountDistribution, PropertyGivenSize
 from .train import PRESETS, TrainConfig, Trainer, TrainingInterrupted, preset
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "DYNAMICS",

@@ -192,6 +192,11 @@ class EGNNDynamics(Dynamics):
         151499
     """
 
+    #: Without autograd (sampling), run the packed layout with two reused [E, nf] buffers
+    #: (`_forward_packed_inference`, bitwise the same output). False runs the autograd layout
+    #: under ``no_grad`` too: the baseline of ``benchmarks/cpu_sample.py --figure issue16``.
+    inference_buffers: bool = True
+
     def __init__(
         self,
         config: EGNNConfig | None = None,
@@ -265,6 +270,8 @@ class EGNNDynamics(Dynamics):
     ) -> tuple[Tensor, Tensor]:
         if self.config.layout == "dense":
             return self._forward_dense_from_packed(x, h, t, graph, context)
+        if self.inference_buffers and not torch.is_grad_enabled():
+            return self._forward_packed_inference(x, h, t, graph, context)
         cfg = self.config
         src, dst = graph.edge_index[0], graph.edge_index[1]
         v = x.shape[0]
@@ -295,6 +302,73 @@ class EGNNDynamics(Dynamics):
             cm = block.gcl_equiv.coord_mlp
             c = F.silu(_fused_first_layer(cm[0], hh, src, dst, a))
             c = cm[4](F.silu(cm[2](c)))
+            if cfg.tanh:
+                trans = u * (torch.tanh(c) * cfg.coords_range)
+            else:
+                trans = u * c
+            agg_x = xx.new_zeros(xx.shape).index_add_(0, src, trans)
+            if norm_factor != 1.0:
+                agg_x = agg_x / norm_factor
+            xx = xx + agg_x
+        h_out = self.embedding_out(hh)
+        return self.finish(xx - x, h_out[:, : self.n_features], graph)
+
+    def _forward_packed_inference(
+        self, x: Tensor, h: Tensor, t: Tensor, graph: Graph, context: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """`forward_packed` without autograd (sampling): the same operations in the same order,
+        so bitwise the same output, but every [E, nf] intermediate is written into two buffers
+        allocated once per call (``out=`` and in-place ops) instead of ~10 fresh ones per layer.
+
+        On CPU each fresh [E, nf] tensor is a new mmap (above glibc's mmap threshold for a QM9
+        batch) whose page faults cost about as much as the elementwise op that fills it.
+        """
+        cfg = self.config
+        src, dst = graph.edge_index[0], graph.edge_index[1]
+        v = x.shape[0]
+        nf = cfg.nf
+        ctx = None if context is None else context.index_select(0, graph.batch)
+        hh = self.embedding(self._node_input(h, t.index_select(0, graph.batch), ctx))
+        diff0 = x.index_select(0, src) - x.index_select(0, dst)
+        d0 = diff0.square().sum(-1, keepdim=True)
+        e = src.shape[0]
+        buf_a = hh.new_empty((e, nf))
+        buf_b = hh.new_empty((e, nf))
+
+        def first_layer(lin: nn.Linear, a: Tensor) -> Tensor:
+            # _fused_first_layer into buf_a (gather of dst in buf_b, free until the next layer)
+            w = lin.weight
+            out_dim = w.shape[0]
+            p = F.linear(hh, torch.cat([w[:, :nf], w[:, nf : 2 * nf]], 0))
+            torch.index_select(p[:, :out_dim], 0, src, out=buf_a)
+            torch.index_select(p[:, out_dim:], 0, dst, out=buf_b)
+            buf_a.add_(buf_b)
+            return buf_a.addmm_(a, w[:, 2 * nf :].t()).add_(lin.bias)
+
+        xx = x
+        norm_factor = cfg.normalization_factor
+        for block in self.blocks():
+            if xx is x:
+                diff, d = diff0, d0
+            else:
+                diff = xx.index_select(0, src) - xx.index_select(0, dst)
+                d = diff.square().sum(-1, keepdim=True)
+            u = diff / (torch.sqrt(d + 1e-8) + cfg.norm_constant)
+            a = self._edge_features(d, d0)
+            for gcl in block.gcls():
+                em = gcl.edge_mlp
+                m = F.silu(first_layer(em[0], a), inplace=True)
+                m = F.silu(torch.addmm(em[2].bias, m, em[2].weight.t(), out=buf_b), inplace=True)
+                if gcl.attention:
+                    m = m.mul_(gcl.att_mlp(m))
+                agg = hh.new_zeros((v, hh.shape[1])).index_add_(0, src, m)
+                if norm_factor != 1.0:
+                    agg = agg / norm_factor
+                hh = hh + gcl.node_mlp(torch.cat([hh, agg], -1))
+            cm = block.gcl_equiv.coord_mlp
+            c = F.silu(first_layer(cm[0], a), inplace=True)
+            c = F.silu(torch.addmm(cm[2].bias, c, cm[2].weight.t(), out=buf_b), inplace=True)
+            c = cm[4](c)
             if cfg.tanh:
                 trans = u * (torch.tanh(c) * cfg.coords_range)
             else:
