@@ -151,6 +151,7 @@ def _deficit_closed_forms(t, s, r, d):
     return lt, ls, a, b, trvar
 
 
+@pytest.mark.slow  # 13 s on a slower Xeon: over the fast-suite cap there (CI budget step)
 def test_ddim_norm_deficit_monte_carlo():
     """Check 3 (MCM's variance argument): with exact x̂ on N(0, r²I), D = 16,
     E‖z*_s‖² − E‖z_s^DDIM‖² = D r²(α_s σ_t − α_t σ_s)²/(α_t² r² + σ_t²) = (α_s − α_t σ_s/σ_t)² tr

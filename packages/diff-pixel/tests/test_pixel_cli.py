@@ -71,6 +71,7 @@ def test_info_reports_cost_and_parameters(capsys):
 # fails, the abandoned others report "Exception ignored" when collected. diff-pixel keeps them
 # off sys.unraisablehook, which pytest replaces during a test (the slow test checks that a
 # command line's stderr is one line).
+@pytest.mark.slow  # 54 s on a slower Xeon: over the fast-suite cap there (CI budget step)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_train_then_sample(tmp_path, capsys):
     run = tmp_path / "run"

@@ -98,6 +98,7 @@ def test_checkpoint_of_another_model_config_is_a_clear_error(uninterrupted):
         make(full_dir, 8, mid_blocks=1)
 
 
+@pytest.mark.slow  # 40 s on a slower Xeon: over the fast-suite cap there (CI budget step)
 def test_bfloat16_compute_keeps_float32_state(tmp_path):
     f32 = make(tmp_path / "f32", 20)
     bf16 = make(tmp_path / "bf16", 20, precision="bfloat16")
