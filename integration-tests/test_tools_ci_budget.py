@@ -95,6 +95,39 @@ def test_cases_go_to_their_distribution_and_budgets_apply(tmp_path: Path, tool) 
     assert ci_budget.main([str(path), "--root", str(tmp_path)]) == 0
 
 
+def test_a_readme_commands_case_is_charged_to_that_readmes_distribution(
+    tmp_path: Path, tool
+) -> None:
+    ci_budget = tool("ci_budget")
+    make_tree(tmp_path, TREE)
+    name = "test_readme_fast_commands_run_verbatim"
+    cases = [
+        (f"{name}[packages/diff-new/README.md]", 7.0),  # diff-new's README: diff-new
+        (f"{name}[shared-core/README.md]", 3.0),  # diff-protocol's folder
+        (f"{name}[README.md]", 5.0),  # the root README stays with the folder
+        (f"{name}[packages/diff-gone/README.md]", 2.0),  # no such distribution: the folder
+        ("test_readme_blocks_are_parsed", 1.0),
+        ("packages.diff-new.tests.test_new_a", 10.0),
+    ]
+    body = "".join(
+        f'<testcase classname="integration-tests.test_readme_commands" name="{n}" time="{t}"/>'
+        if not n.startswith("packages.")
+        else f'<testcase classname="{n}" name="test_a" time="{t}"/>'
+        for n, t in cases
+    )
+    path = tmp_path / "junit.xml"
+    path.write_text(
+        f'<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" '
+        f'time="30">{body}</testsuite></testsuites>',
+        encoding="utf-8",
+    )
+    rows = {r.name: r for r in ci_budget.evaluate(path, tmp_path).rows}
+    assert (rows["diff-new"].tests, rows["diff-new"].seconds) == (2, 17.0)
+    assert (rows["diff-protocol"].tests, rows["diff-protocol"].seconds) == (1, 3.0)
+    assert (rows["integration-tests"].tests, rows["integration-tests"].seconds) == (3, 8.0)
+    assert rows["diff-core"].tests == 0
+
+
 def test_over_the_hard_cap_or_without_tests_fails(tmp_path: Path, tool, capsys) -> None:
     ci_budget = tool("ci_budget")
     make_tree(tmp_path, TREE)
@@ -122,7 +155,7 @@ def test_spec_budgets_and_caps(tool) -> None:
         "diff-core": (155, 210),
         "diff-edm3d": (240, 320),
         "diff-pixel": (300, 400),
-        "integration-tests": (75, 100),
+        "integration-tests": (110, 150),
     }
 
 
