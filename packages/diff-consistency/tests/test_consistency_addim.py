@@ -177,6 +177,7 @@ def _mix64_metrics(step, n_steps):
     )
 
 
+@pytest.mark.slow
 def test_addim_teacher_sampler_mix64():
     """Check 9 (C1 and the pinned caveat C2) on the exact mix64 teacher, 10k samples.
 

@@ -8,6 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from diff_consistency import (
     consistency_loss,
@@ -29,6 +30,7 @@ MIX = GaussianMixture(
 TEACHER = MIX.denoiser("x")
 
 
+@pytest.mark.slow
 def test_oracle_student_reproduces_the_fine_teacher():
     """Check 6: ring8, ``oracle_student(sub_steps=4096)``, S ∈ {1, 2, 4, 8}: the S-step multistep
     sampler gives the 4096-step DDIM teacher's sample from the same z_1 to 1e-9 in float64, for

@@ -117,6 +117,7 @@ def _target_at(dtype, big_t, n=4096, seed=0):
     return np.asarray(x_tgt, np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("big_t", [64, 1280, 4096])
 def test_float32_target_precision(big_t):
     """Check 2: the float32 target differs from the float64 one by ≤ 1e-3 relative (RMS)."""
@@ -204,6 +205,7 @@ def _tiny_net(seed, d):
     return (w1, w2), f
 
 
+@pytest.mark.slow
 def test_anchor_at_segment_end_has_zero_gradient():
     """Check 5(a): at n_rel = 1 the target does not depend on the target network (gradient
     exactly 0 with the stop-gradient removed), equals invDDIM(z_s, z_t, t→s), and for CT is x."""

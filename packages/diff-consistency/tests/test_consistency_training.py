@@ -99,6 +99,7 @@ def _transcribed_tract_loss(student, teacher, target, batch, key, big_t, s_steps
     return jnp.mean(w * jnp.sum((f - jax.lax.stop_gradient(x_tgt)) ** 2, axis=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", [0, 1])
 def test_tract_step_equals_transcription(phase):
     """Check 11: the "tract" preset's loss and gradient (schedule 64, 8, 1; phase 0: T = 64,
@@ -155,6 +156,7 @@ def _data(seed=0, batch=64):
     return SampledData(lambda n, rng: _ring(n, rng), batch, seed=seed)
 
 
+@pytest.mark.slow
 def test_tract_target_ema_and_phase_switch(tmp_path):
     """The target EMA after each step is 0.5·target + 0.5·(updated student); the phase switch
     gives phase 1 the EMA student of phase 0 as teacher (parameter hashes), and a resumed TRACT

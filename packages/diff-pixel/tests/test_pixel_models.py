@@ -68,6 +68,7 @@ def _zero_kernels(model):
     }
 
 
+@pytest.mark.slow
 def test_zero_initialised_layers_learn():
     model = ResidualUViT(TWO_LEVEL, nnx.Rngs(2))
     zero = set(_zero_kernels(model))
@@ -146,6 +147,7 @@ def test_uvit_forward_and_wavelet_stem():
     assert_identity_at_init(dwt)
 
 
+@pytest.mark.slow
 def test_small_input_presets_build_run_and_start_as_identity():
     """The 8×8, 16×16 and 32×32 CPU presets, one-level ones included (stem → transformer blocks
     → head), in both architectures."""

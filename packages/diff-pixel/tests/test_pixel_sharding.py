@@ -94,9 +94,10 @@ def _run(meshes):
 
 @pytest.fixture(scope="module")
 def report():
-    # the default suite compares 1 and 8 devices (two compiles of the train step, ~1 CPU-minute);
-    # the slow test below covers the 2-device mesh of spec check 16
-    return _run((1, 8))
+    # the default suite compares 1 and 2 devices (two compiles of the train step: 74 s on a
+    # 2-core AMD EPYC, where the 8-device mesh took 117 s, most of it running eight simulated
+    # devices on two cores); the slow test below covers the 8-device mesh of spec check 16
+    return _run((1, 2))
 
 
 def _check(report, meshes):
@@ -117,9 +118,9 @@ def _check(report, meshes):
 
 
 def test_sharded_step_equals_single_device_step(report):
-    _check(report, (1, 8))
+    _check(report, (1, 2))
 
 
 @pytest.mark.slow
-def test_sharded_step_on_2_devices():
-    _check(_run((1, 2)), (1, 2))
+def test_sharded_step_on_8_devices():
+    _check(_run((1, 8)), (1, 8))

@@ -52,6 +52,7 @@ def uninterrupted(tmp_path_factory):
     return out, leaves(state)
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise(uninterrupted, tmp_path):
     full_dir, full = uninterrupted
     make(tmp_path, 6, hooks=[StopAt(3)]).run()

@@ -33,6 +33,7 @@ def _without_retain_images(task):
     return dataclasses.replace(task, train=train)
 
 
+@pytest.mark.slow
 def test_teacher_samples_replace_the_retain_data(tmp_path, theta0, task, recipe, setup):
     method = make_method("distill", setup, **HP)
     config = UnlearnConfig(

@@ -48,6 +48,7 @@ def poisoned(task):
     return _poisoned(task)
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_naming_step_and_method(tmp_path, theta0, poisoned, recipe, setup):
     with pytest.raises(NonFiniteError) as err:
         unlearn(
@@ -73,6 +74,7 @@ def _leaves(model):
     return jax.tree.leaves(nnx.state(model))
 
 
+@pytest.mark.slow
 def test_skip_finishes_and_efficacy_is_logged(
     tmp_path, theta0, poisoned, recipe, setup, random_cnn
 ):

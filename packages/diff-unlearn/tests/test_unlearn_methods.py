@@ -49,6 +49,7 @@ def test_projection_removes_the_conflict_and_keeps_agreement():
     assert not bool(conflict) and all(np.array_equal(out[k], g_f[k]) for k in g_f)
 
 
+@pytest.mark.slow
 def test_salun_mask_and_frozen_complement(tmp_path, theta0, task, recipe, setup):
     method = make_method("salun", setup)
     trainer = unlearn_trainer(
