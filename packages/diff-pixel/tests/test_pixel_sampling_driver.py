@@ -81,6 +81,7 @@ def step_by_step(model, step: SamplerStep, noise, x_clip=1.0):
             z = z_pred
 
 
+@pytest.mark.slow
 def test_every_registered_sampler_runs_on_a_backbone_and_matches_the_step_loop(model):
     names = sorted(available("diff.samplers"))
     assert {"ddpm", "ddim", "euler", "heun", "dpmpp_2m"} <= set(names)

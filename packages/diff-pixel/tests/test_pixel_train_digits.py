@@ -77,6 +77,7 @@ def test_resume_is_bitwise(uninterrupted, tmp_path):
     assert len(ra[0]["bin_loss_sum"]) == 8 and sum(ra[0]["bin_loss_count"]) == 16
 
 
+@pytest.mark.slow
 def test_restore_returns_model_and_ema(uninterrupted):
     full_dir, full = uninterrupted
     model, ema, saved = Trainer.restore(full_dir)
@@ -91,6 +92,7 @@ def test_restore_returns_model_and_ema(uninterrupted):
         assert np.array_equal(a, np.asarray(b))
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_config_is_a_clear_error(uninterrupted):
     full_dir, _ = uninterrupted
     with pytest.raises(
