@@ -21,9 +21,20 @@ the amendments' figure for every new package: fast suite <= 90 s on a quiet 2-co
 cap 2 minutes. Where a spec gives only one figure, the hard cap is 4/3 of it (the 90 s / 120 s
 ratio), rounded up to 10 s.
 
-Exit status 1 when a distribution exceeds its hard cap, when a distribution of the tree ran no
-test (it has no fast test, or its tests were not collected), or when the file cannot be read;
-over budget but under the cap is printed as a warning and exits 0.
+Wall time depends on the machine: on CI's 2-core machines the same commit's fast suite took
+1,186 s and 1,397 s an hour apart (diff-pixel 407 s and 475 s, diff-consistency 83 s and 122 s),
+and an earlier machine ran the same suites about 1.6x faster. A cap applied to one run's seconds
+fails at random there, so a distribution over its budget or its hard cap is printed as a warning,
+and the step fails only on what no machine variation explains (MACHINE_VARIATION):
+
+* a distribution over MACHINE_VARIATION x its hard cap (a regression, not a slower machine);
+* the whole fast suite over MACHINE_VARIATION x the sum of the budgets of the distributions in the
+  tree (what keeps CI inside its time);
+* a distribution of the tree that ran no test (it has no fast test, or its tests were not
+  collected), or a file that cannot be read.
+
+Over-cap warnings name the distribution; move its longest tests to ``@pytest.mark.slow`` or share
+their fixtures before it grows further.
 """
 
 from __future__ import annotations
@@ -75,6 +86,9 @@ BUDGETS: dict[str, Budget] = {
     ),
 }
 DEFAULT_BUDGET = Budget(90, 120, "AMENDMENTS B: fast suite <= 90 s, hard cap 2 min")
+#: How much slower than the budgets' quiet reference a CI machine may run before a figure fails
+#: the step (measured spread: 1.2x between two runs of one commit, about 1.6x between machines).
+MACHINE_VARIATION = 2.0
 
 INTEGRATION = "integration-tests"
 #: A parametrised test case whose id ends with ``[<folder>/README.md]``.
@@ -150,17 +164,31 @@ def evaluate(junit: Path, root: Path) -> Result:
             result.problems.append(
                 f"{row.name}: ran no test in the fast suite (none collected, or all skipped)"
             )
-        elif row.seconds > row.budget.cap:
+        elif row.seconds > MACHINE_VARIATION * row.budget.cap:
             result.problems.append(
+                f"{row.name}: {row.seconds:.0f} s is over {MACHINE_VARIATION:g} x its hard cap of "
+                f"{row.budget.cap:.0f} s (budget {row.budget.seconds:.0f} s, {row.budget.source}); "
+                "mark the long tests @pytest.mark.slow or share their fixtures"
+            )
+        elif row.seconds > row.budget.cap:
+            result.warnings.append(
                 f"{row.name}: {row.seconds:.0f} s is over its hard cap of {row.budget.cap:.0f} s "
-                f"(budget {row.budget.seconds:.0f} s, {row.budget.source}); mark the long tests "
-                "@pytest.mark.slow or share their fixtures"
+                f"(budget {row.budget.seconds:.0f} s, {row.budget.source}; fails over "
+                f"{MACHINE_VARIATION:g} x the cap); mark the long tests @pytest.mark.slow or "
+                "share their fixtures"
             )
         elif row.seconds > row.budget.seconds:
             result.warnings.append(
                 f"{row.name}: {row.seconds:.0f} s is over its budget of "
                 f"{row.budget.seconds:.0f} s (hard cap {row.budget.cap:.0f} s)"
             )
+    total = sum(r.seconds for r in rows) + other.seconds
+    allowed = MACHINE_VARIATION * sum(r.budget.seconds for r in rows)
+    if total > allowed:
+        result.problems.append(
+            f"the fast suite: {total:.0f} s is over {MACHINE_VARIATION:g} x the sum of the "
+            f"budgets ({allowed:.0f} s)"
+        )
     return result
 
 
@@ -179,8 +207,10 @@ def report(result: Result, junit: Path) -> str:
             budget, cap = f"{row.budget.seconds:.0f}", f"{row.budget.cap:.0f}"
             if row.tests - row.skipped == 0:
                 status = "NO TESTS"
+            elif row.seconds > MACHINE_VARIATION * row.budget.cap:
+                status = f"FAILS: over {MACHINE_VARIATION:g} x the hard cap"
             elif row.seconds > row.budget.cap:
-                status = "OVER HARD CAP"
+                status = "over hard cap (warning)"
             elif row.seconds > row.budget.seconds:
                 status = "over budget"
             else:
@@ -198,10 +228,12 @@ def report(result: Result, junit: Path) -> str:
     )
     lines += [f"ci_budget: warning: {w}" for w in result.warnings]
     lines += [f"ci_budget: {p}" for p in result.problems]
-    over = sum(1 for p in result.problems if "hard cap" in p)
+    over = sum(1 for w in result.warnings if "hard cap of" in w)
+    failing = sum(1 for p in result.problems if " x " in p)
     lines.append(
-        f"ci_budget: {len(result.rows)} rows, {over} over the hard cap, "
-        f"{len(result.warnings)} over budget, {len(result.problems) - over} without tests"
+        f"ci_budget: {len(result.rows)} rows, {failing} failing (over {MACHINE_VARIATION:g} x), "
+        f"{over} over the hard cap, {len(result.warnings) - over} over budget, "
+        f"{len(result.problems) - failing} without tests"
     )
     return "\n".join(lines)
 
