@@ -6,8 +6,6 @@ import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,11 +16,14 @@ def _session_conftest():
     return module
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
 def test_clearing_at_a_file_boundary_frees_the_executables_mappings(monkeypatch):
-    jax = pytest.importorskip("jax")
+    import jax
+
     jnp = jax.numpy
     conftest = _session_conftest()
+    if not Path("/proc/self/maps").exists():  # not Linux: no limit to read, the hook does nothing
+        assert conftest.THRESHOLD is None and conftest._mappings() is None
+        return
     assert conftest.THRESHOLD == conftest._read_int(conftest._LIMIT) // 3
 
     def compile_many(offset):
