@@ -2,20 +2,23 @@
 specified, loss forms, the Gaussian floor, per-example randomness."""
 
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from diff_core import losses as core_losses
 from diff_core import weighting
 from diff_core.testing import gaussian
 from diff_pixel.losses import drop_mask, example_keys, noise_batch, stratified_times
-from diff_pixel.models import build_model
+from diff_pixel.models import Cond, Predicts, build_model
 from diff_pixel.sid import (
     RUN_PRESETS,
     SiD2Recipe,
+    SiD2Variant,
     SiDRecipe,
     diffusion_loss,
     recipe_from_dict,
@@ -214,3 +217,107 @@ def test_multiscale_loss():
     np.testing.assert_allclose(ms, full / 64 + term32 / 32, rtol=1e-4)
     with pytest.raises(ValueError, match="multiscale must be False for resolutions below 32"):
         SiDRecipe.for_resolution(16, multiscale=True)
+
+
+def _batch(n=16, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "x": jnp.asarray(rng.uniform(-1, 1, (n, size, size, 1)), jnp.float32),
+        "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32),
+        "index": jnp.arange(n, dtype=jnp.int32),
+    }
+
+
+def test_sid2_variant_swaps_one_ingredient():
+    # With its defaults the variant is SiD2; shifted cosine + ε-MSE is SiD: same loss, bitwise.
+    model, batch, key = build_model("tiny-16"), _batch(), jax.random.key(1)
+    same = [
+        (SiD2Variant.for_resolution(16), SiD2Recipe.for_resolution(16)),
+        (
+            SiD2Variant.for_resolution(
+                16, schedule_kind="shifted_cosine", weighting_kind="eps_mse"
+            ),
+            SiDRecipe.for_resolution(16),
+        ),
+    ]
+    t = np.linspace(0.0, 1.0, 11)
+    for variant, original in same:
+        np.testing.assert_array_equal(variant.schedule().logsnr(t), original.schedule().logsnr(t))
+        assert variant.weighting() == original.weighting()
+        a = jax.jit(lambda b, k, r=variant: diffusion_loss(model, b, k, r)[0])(batch, key)
+        b = jax.jit(lambda b, k, r=original: diffusion_loss(model, b, k, r)[0])(batch, key)
+        assert float(a) == float(b)
+    plain = SiD2Variant.for_resolution(16, schedule_kind="cosine").schedule()
+    np.testing.assert_allclose(
+        plain.logsnr(np.array([0.0, 0.5, 1.0])), [15.0, 0.0, -15.0], atol=1e-9
+    )
+    for kind in ("v_mse", "elbo", "eps_mse"):
+        assert SiD2Variant.for_resolution(16, weighting_kind=kind).weighting().name == kind
+    v = SiD2Variant.for_resolution(32, weighting_kind="elbo", schedule_kind="shifted_cosine")
+    assert recipe_from_dict(v.to_dict()) == v and recipe_loss(v) is recipe_loss(
+        SiD2Variant.for_resolution(32, weighting_kind="elbo", schedule_kind="shifted_cosine")
+    )
+    with pytest.raises(ValueError, match="weighting_kind must be one of"):
+        SiD2Variant.for_resolution(16, weighting_kind="sigmoid_loss")
+    with pytest.raises(ValueError, match="schedule_kind must be one of"):
+        SiD2Variant.for_resolution(16, schedule_kind="linear")
+
+
+def test_elbo_weighting_of_the_exact_denoiser_is_the_i_mmse_integral():
+    # x ~ N(0.3, 0.5²): E ½(−λ')‖ε − ε̂‖² per pixel = ½∫ s²e^λ/(1 + s²e^λ) dλ = ½ ln(1 + s²e^λ)|
+    # over the schedule's range (the I-MMSE relation; plain cosine on [−5, 5]).
+    recipe = SiD2Variant(
+        resolution=32,
+        weighting_kind="elbo",
+        schedule_kind="cosine",
+        logsnr_min=-5.0,
+        logsnr_max=5.0,
+    )
+    s2 = 0.25
+    expected = 0.5 * (math.log1p(s2 * math.exp(5.0)) - math.log1p(s2 * math.exp(-5.0)))
+    model, n = _ExactV(0.3, 0.5), 65536
+
+    @jax.jit
+    def one(rep):
+        key = jax.random.fold_in(jax.random.key(0), rep)
+        x = 0.3 + 0.5 * jax.random.normal(jax.random.fold_in(key, 7), (n, 4, 4, 1))
+        batch = {"x": x, "index": jnp.arange(n, dtype=jnp.int32)}
+        return diffusion_loss(model, batch, key, recipe)[0]
+
+    losses = np.array([float(one(r)) for r in range(16)])
+    stderr = losses.std(ddof=1) / math.sqrt(losses.size)
+    assert abs(losses.mean() - expected) < 4 * stderr + 1e-4, (losses.mean(), expected, stderr)
+    assert stderr < 2e-3 * expected
+
+
+class _LabelAsEps(nnx.Module):
+    """A conditional 'network' whose output is its label (read through its built-in embedder)."""
+
+    prediction = "v"
+    config = SimpleNamespace(num_classes=10)
+
+    def embedders(self):
+        return ("label",)
+
+    def __call__(self, z, logsnr, cond, *, dropout_key=None):
+        return jnp.broadcast_to(cond.label.astype(z.dtype)[:, None, None, None], z.shape)
+
+
+def test_parameterisation_wrapper_keeps_the_condition():
+    # Predicts(net, "eps") reads the labels through net: ε̂ = label exactly.
+    recipe = SiD2Recipe.for_resolution(16, p_uncond=0.0)
+    batch, key = _batch(), jax.random.key(2)
+    loss = diffusion_loss(Predicts(_LabelAsEps(), "eps"), batch, key, recipe)[0]
+    keys = example_keys(jax.random.fold_in(key, 0), batch["index"])
+    t = stratified_times(keys)
+    eps = noise_batch(keys, batch["x"].shape)
+    sched = recipe.schedule()
+    lam, dlam = sched.logsnr(t), sched.dlogsnr_dt(t)
+    label = batch["label"].astype(jnp.float32)[:, None, None, None]
+    err = jnp.mean((eps - label) ** 2, axis=(1, 2, 3))
+    expected = jnp.mean(0.5 * -dlam * jax.nn.sigmoid(recipe.bias - lam) * err)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    explicit = dict(batch, cond=Cond(label=batch["label"]))
+    assert float(diffusion_loss(Predicts(_LabelAsEps(), "eps"), explicit, key, recipe)[0]) == float(
+        loss
+    )

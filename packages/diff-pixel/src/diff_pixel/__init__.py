@@ -16,6 +16,8 @@ from diff_pixel.metrics import (
     DigitsClassifier,
     class_accuracy,
     digits_feature_distance,
+    elbo_bpd,
+    photo_feature_distance,
     train_digits_classifier,
 )
 from diff_pixel.models import (
@@ -47,7 +49,7 @@ from diff_pixel.train import (
     make_train_step,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "PRESETS",
@@ -79,12 +81,14 @@ __all__ = [
     "digits",
     "digits_feature_distance",
     "drop_mask",
+    "elbo_bpd",
     "example_keys",
     "fit_to_denoiser",
     "freeze",
     "image_folder",
     "make_train_step",
     "noise_batch",
+    "photo_feature_distance",
     "photos",
     "sample",
     "sample_to_npz",

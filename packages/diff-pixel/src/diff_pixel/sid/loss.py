@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from diff_core import losses as core_losses
 from diff_pixel.losses import drop_mask, example_keys, noise_batch, stratified_times
 from diff_pixel.models.cond import Cond
+from diff_pixel.models.parameterization import Parameterization
 from diff_pixel.sid.recipes import Recipe
 from diff_protocol import to_x_eps
 
@@ -35,9 +36,18 @@ LOSS_BINS = 8
 _COND_FIELDS = ("vector", "tokens", "token_lengths", "spatial")
 
 
+def _backbone(model: Any) -> Any:
+    """The network under any output parameterisation (``Predicts(net, "eps")`` reads its
+    conditions through ``net``)."""
+    while isinstance(model, Parameterization):
+        model = model.net
+    return model
+
+
 def _has_condition(model: Any) -> bool:
-    """Whether the model has conditioning embedders (a backbone's built-in or extra ones)."""
-    embedders = getattr(model, "embedders", None)
+    """Whether the model (or the network under its parameterisation) has conditioning embedders
+    (a backbone's built-in or extra ones)."""
+    embedders = getattr(_backbone(model), "embedders", None)
     return bool(callable(embedders) and embedders())
 
 
@@ -47,7 +57,7 @@ def _build_cond(model: Any, batch: Mapping[str, jax.Array], drop: jax.Array | No
     ``spatial``) read from the batch."""
     if not _has_condition(model):
         return None
-    cfg = getattr(model, "config", None)
+    cfg = getattr(_backbone(model), "config", None)
     if isinstance(batch.get("cond"), Cond):
         cond = batch["cond"]
     else:
@@ -95,7 +105,8 @@ def diffusion_loss(
     del aux
     if not isinstance(recipe, Recipe):
         raise TypeError(
-            f"diffusion_loss: recipe must be a SiD2Recipe or SiDRecipe, got {type(recipe).__name__}"
+            f"diffusion_loss: recipe must be a Recipe (SiD2Recipe, SiDRecipe, SiD2Variant), "
+            f"got {type(recipe).__name__}"
         )
     x = jnp.asarray(batch["x"], jnp.float32)
     if x.ndim != 4:
@@ -164,7 +175,8 @@ def recipe_loss(recipe: Recipe) -> Callable[..., tuple[jax.Array, dict[str, jax.
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(
-            f"recipe_loss: recipe must be a SiD2Recipe or SiDRecipe, got {type(recipe).__name__}"
+            f"recipe_loss: recipe must be a Recipe (SiD2Recipe, SiDRecipe, SiD2Variant), "
+            f"got {type(recipe).__name__}"
         )
 
     def loss_fn(

@@ -35,6 +35,7 @@ __all__ = [
     "Recipe",
     "RunPreset",
     "SiD2Recipe",
+    "SiD2Variant",
     "SiDRecipe",
     "recipe_from_dict",
     "sid2_bias",
@@ -231,7 +232,76 @@ class SiDRecipe(Recipe):
         return core_weighting.eps_mse()
 
 
-_RECIPES: dict[str, type[Recipe]] = {"sid2": SiD2Recipe, "sid": SiDRecipe}
+#: The schedules and weightings a :class:`SiD2Variant` can swap in.
+VARIANT_SCHEDULES = ("interpolated_cosine", "shifted_cosine", "cosine")
+VARIANT_WEIGHTINGS = ("sigmoid", "eps_mse", "v_mse", "elbo")
+
+
+@dataclass(frozen=True)
+class SiD2Variant(SiD2Recipe):
+    """SiD2 with its schedule or loss weighting swapped for another: what an ablation trains.
+
+    ``schedule_kind``: ``"interpolated_cosine"`` (SiD2's, the default), ``"shifted_cosine"``
+    (SiD's λ_cos(t) + 2 ln(reference_resolution/d)) or ``"cosine"`` (no shift, arXiv 2102.09672).
+    ``weighting_kind``: ``"sigmoid"`` (SiD2's sigmoid(b − λ), the default), ``"eps_mse"`` (SiD's
+    implied weighting, the plain ε-MSE), ``"v_mse"`` (the plain v-MSE of arXiv 2202.00512) or
+    ``"elbo"`` (−dλ/dt, the continuous-time ELBO of arXiv 2107.00630). Everything else is
+    :class:`SiD2Recipe`'s; with both defaults the schedule and weighting equal SiD2's.
+
+    Example:
+      >>> r = SiD2Variant.for_resolution(16, weighting_kind="v_mse")
+      >>> r.weighting().name, r.schedule().name == SiD2Recipe.for_resolution(16).schedule().name
+      ('v_mse', True)
+    """
+
+    name: ClassVar[str] = "sid2-variant"
+    schedule_kind: Literal["interpolated_cosine", "shifted_cosine", "cosine"] = (
+        "interpolated_cosine"
+    )
+    weighting_kind: Literal["sigmoid", "eps_mse", "v_mse", "elbo"] = "sigmoid"
+    reference_resolution: int = 64
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.schedule_kind not in VARIANT_SCHEDULES:
+            raise self._fail("schedule_kind", f"one of {VARIANT_SCHEDULES}", self.schedule_kind)
+        if self.weighting_kind not in VARIANT_WEIGHTINGS:
+            raise self._fail("weighting_kind", f"one of {VARIANT_WEIGHTINGS}", self.weighting_kind)
+        if (
+            isinstance(self.reference_resolution, bool)
+            or not isinstance(self.reference_resolution, int)
+            or self.reference_resolution <= 0
+        ):
+            raise self._fail("reference_resolution", "a positive int", self.reference_resolution)
+
+    def schedule(self) -> Any:
+        if self.schedule_kind == "interpolated_cosine":
+            return super().schedule()
+        if self.schedule_kind == "shifted_cosine":
+            return core_schedules.ShiftedCosineSchedule(
+                self.resolution,
+                reference_resolution=self.reference_resolution,
+                logsnr_min=self.logsnr_min,
+                logsnr_max=self.logsnr_max,
+                clip=self.clip,
+            )
+        return core_schedules.CosineSchedule(self.logsnr_min, self.logsnr_max)
+
+    def weighting(self) -> core_weighting.Weighting:
+        if self.weighting_kind == "sigmoid":
+            return super().weighting()
+        return {
+            "eps_mse": core_weighting.eps_mse,
+            "v_mse": core_weighting.v_mse,
+            "elbo": core_weighting.elbo,
+        }[self.weighting_kind]()
+
+
+_RECIPES: dict[str, type[Recipe]] = {
+    "sid2": SiD2Recipe,
+    "sid": SiDRecipe,
+    "sid2-variant": SiD2Variant,
+}
 
 
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
@@ -260,7 +330,7 @@ class RunPreset:
     steps: int
     overrides: tuple[tuple[str, Any], ...]
 
-    def recipe(self, kind: Literal["sid2", "sid"] = "sid2") -> Recipe:
+    def recipe(self, kind: Literal["sid2", "sid", "sid2-variant"] = "sid2") -> Recipe:
         """The recipe of ``kind`` for this preset's resolution with its overrides."""
         if kind not in _RECIPES:
             raise ValueError(
