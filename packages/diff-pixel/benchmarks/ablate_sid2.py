@@ -508,7 +508,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dataset's records (those of datasets run by another process included)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(out / "jax-cache"))
     settings = _settings(args)
     config_path = out / "config.json"
     if config_path.exists():
@@ -638,6 +637,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if argv is None and "jax" not in sys.modules:
+        # a script run: the rows' compiled steps are shared across seeds (and with a rerun)
+        # through JAX's persistent cache, read from the environment when jax is imported
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(args.out) / "jax-cache"))
     if args.jobs < 1:
         parser().error(f"--jobs must be >= 1, got {args.jobs}")
     if args.seeds < 1:
