@@ -641,6 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a script run: the rows' compiled steps are shared across seeds (and with a rerun)
         # through JAX's persistent cache, read from the environment when jax is imported
         os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(args.out) / "jax-cache"))
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
     if args.jobs < 1:
         parser().error(f"--jobs must be >= 1, got {args.jobs}")
     if args.seeds < 1:
