@@ -1,4 +1,5 @@
-"""The SiD2 ablation driver (``benchmarks/ablate_sid2.py``) end to end at toy size.
+"""The SiD2 ablation driver (:mod:`diff_pixel.sid.ablation`, run by ``benchmarks/ablate_sid2.py``)
+end to end at toy size.
 
 Its outputs parse; an ablation interrupted in the middle of a training run and again between
 evaluations continues where it stopped (the finished evaluation is not redone, the stopped run
@@ -8,24 +9,13 @@ No threshold on the outcome: the ablation is a measurement (its figures are in t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from diff_pixel.sid import ablation as ablate
 from diff_pixel.train import StopAt
-
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "ablate_sid2.py"
-
-
-def _driver():
-    spec = importlib.util.spec_from_file_location("ablate_sid2", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
 
 
 def _metrics(out: Path) -> dict[str, dict]:
@@ -36,10 +26,6 @@ def _metrics(out: Path) -> dict[str, dict]:
 
 
 def test_toy_ablation_parses_and_resumes_bitwise(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
-    if not BENCHMARK.exists():  # a copy of tests/ run against the wheel
-        pytest.skip("benchmarks/ablate_sid2.py is part of the source checkout, not of the wheel")
-    ablate = _driver()
     argv = ["--scale", "toy", "--seeds", "1", "--datasets", "digits"]
     argv += ["--rows", "default", "no-guidance"]
 
