@@ -103,6 +103,21 @@ class _ExactV:
         return self.den(z, logsnr)
 
 
+def _gaussian_losses(recipe, reps, n=65536):
+    """``reps`` batch losses of ``recipe`` for n examples of x ~ N(0.3, 0.5²) (4×4 pixels) with
+    the exact denoiser, each batch from its own key."""
+    model = _ExactV(0.3, 0.5)
+
+    @jax.jit
+    def one(rep):
+        key = jax.random.fold_in(jax.random.key(0), rep)
+        x = 0.3 + 0.5 * jax.random.normal(jax.random.fold_in(key, 7), (n, 4, 4, 1))
+        batch = {"x": x, "index": jnp.arange(n, dtype=jnp.int32)}
+        return diffusion_loss(model, batch, key, recipe)[0]
+
+    return [float(one(r)) for r in range(reps)]
+
+
 def test_gaussian_floor():
     # x ~ N(0.3, 0.5²) per pixel, cosine ±15 (interpolated 32 → 32 is the plain cosine), b = −1:
     # E loss = ½∫ sigmoid(b − λ) sigmoid(λ + 2 ln 0.5) dλ over [−15, 15] (closed form of core §3.2).
@@ -118,17 +133,7 @@ def test_gaussian_floor():
 
     expected = 0.5 * (f(15.0) - f(-15.0)) / (1 - math.exp(-k))
     assert abs(expected - 0.12085) < 5e-5
-    model = _ExactV(0.3, 0.5)
-    n = 65536
-
-    @jax.jit
-    def one(rep):
-        key = jax.random.fold_in(jax.random.key(0), rep)
-        x = 0.3 + 0.5 * jax.random.normal(jax.random.fold_in(key, 7), (n, 4, 4, 1))
-        batch = {"x": x, "index": jnp.arange(n, dtype=jnp.int32)}
-        return diffusion_loss(model, batch, key, recipe)[0]
-
-    losses = [float(one(r)) for r in range(32)]
+    losses = _gaussian_losses(recipe, 32)
     assert abs(np.mean(losses) / expected - 1) < 0.01, (np.mean(losses), expected)
 
 
@@ -275,16 +280,7 @@ def test_elbo_weighting_of_the_exact_denoiser_is_the_i_mmse_integral():
     )
     s2 = 0.25
     expected = 0.5 * (math.log1p(s2 * math.exp(5.0)) - math.log1p(s2 * math.exp(-5.0)))
-    model, n = _ExactV(0.3, 0.5), 65536
-
-    @jax.jit
-    def one(rep):
-        key = jax.random.fold_in(jax.random.key(0), rep)
-        x = 0.3 + 0.5 * jax.random.normal(jax.random.fold_in(key, 7), (n, 4, 4, 1))
-        batch = {"x": x, "index": jnp.arange(n, dtype=jnp.int32)}
-        return diffusion_loss(model, batch, key, recipe)[0]
-
-    losses = np.array([float(one(r)) for r in range(16)])
+    losses = np.array(_gaussian_losses(recipe, 16))
     stderr = losses.std(ddof=1) / math.sqrt(losses.size)
     assert abs(losses.mean() - expected) < 4 * stderr + 1e-4, (losses.mean(), expected, stderr)
     assert stderr < 2e-3 * expected

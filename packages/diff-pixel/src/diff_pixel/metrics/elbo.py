@@ -54,6 +54,7 @@ from diff_core.losses import diffusion_loss, training_inputs
 from diff_core.weighting import elbo as elbo_weighting
 from diff_pixel.losses import example_keys
 from diff_pixel.models.denoiser import as_denoiser
+from diff_pixel.sampling import _check_key as check_key
 from diff_protocol import PREDICTIONS, diffuse
 
 __all__ = ["TIME_SAMPLINGS", "elbo_bpd"]
@@ -110,16 +111,13 @@ def _split(denoiser: Any) -> tuple[Any, _Static | None]:
 
 
 def _check_key(key: Any) -> None:
-    dtype = getattr(key, "dtype", None)
-    if isinstance(key, (jax.Array, np.ndarray)) and dtype is not None:
-        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and key.shape == ():
-            return
-        if dtype == np.uint32 and tuple(key.shape) == (2,):
-            return
-        got = f"an array of dtype {dtype} and shape {tuple(key.shape)}"
-    else:
-        got = f"{type(key).__name__} {key!r}"[:80]
-    raise TypeError(f"{_FUNC}: key must be a JAX PRNG key such as jax.random.key(0), got {got}")
+    """The sampler's key check, and a single key (typed keys of shape ()): images fold it in."""
+    check_key(_FUNC, key)
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape != ():
+        raise TypeError(
+            f"{_FUNC}: key must be a JAX PRNG key such as jax.random.key(0), got an array of "
+            f"dtype {key.dtype} and shape {tuple(key.shape)}"
+        )
 
 
 def _check_int(arg: str, value: Any) -> int:

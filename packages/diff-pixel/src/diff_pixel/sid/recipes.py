@@ -67,6 +67,18 @@ def _dec(v: Any) -> Any:
     return v
 
 
+def _shifted_cosine(recipe: Any) -> core_schedules.ShiftedCosineSchedule:
+    """SiD's shifted cosine λ_cos(t) + 2 ln(reference_resolution/d) for a recipe with those
+    fields (SiD's, and a :class:`SiD2Variant` that swaps it in)."""
+    return core_schedules.ShiftedCosineSchedule(
+        recipe.resolution,
+        reference_resolution=recipe.reference_resolution,
+        logsnr_min=recipe.logsnr_min,
+        logsnr_max=recipe.logsnr_max,
+        clip=recipe.clip,
+    )
+
+
 @dataclass(frozen=True)
 class Recipe(abc.ABC):
     """Fields shared by the recipes (frozen, hashable, JSON round-trip)."""
@@ -219,13 +231,7 @@ class SiDRecipe(Recipe):
         return cls(resolution=d, **overrides)
 
     def schedule(self) -> core_schedules.ShiftedCosineSchedule:
-        return core_schedules.ShiftedCosineSchedule(
-            self.resolution,
-            reference_resolution=self.reference_resolution,
-            logsnr_min=self.logsnr_min,
-            logsnr_max=self.logsnr_max,
-            clip=self.clip,
-        )
+        return _shifted_cosine(self)
 
     def weighting(self) -> core_weighting.Weighting:
         # w(λ) = −dt/dλ: each term ½·(−dλ/dt)·w·‖ε − ε̂‖² is the plain ε-MSE.
@@ -278,13 +284,7 @@ class SiD2Variant(SiD2Recipe):
         if self.schedule_kind == "interpolated_cosine":
             return super().schedule()
         if self.schedule_kind == "shifted_cosine":
-            return core_schedules.ShiftedCosineSchedule(
-                self.resolution,
-                reference_resolution=self.reference_resolution,
-                logsnr_min=self.logsnr_min,
-                logsnr_max=self.logsnr_max,
-                clip=self.clip,
-            )
+            return _shifted_cosine(self)
         return core_schedules.CosineSchedule(self.logsnr_min, self.logsnr_max)
 
     def weighting(self) -> core_weighting.Weighting:
