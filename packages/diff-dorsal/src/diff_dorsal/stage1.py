@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from diff_dorsal.batches import SeededBatches
 from diff_dorsal.encoder import EncoderConfig
 from diff_dorsal.osrt import OSRTLite
 from diff_pixel.train import (
@@ -190,7 +191,7 @@ def _check_arrays(where: str, arrays: Any, min_views: int) -> tuple[int, int, in
     return shape[:4]
 
 
-class RayBatchLoader:
+class RayBatchLoader(SeededBatches):
     """Stage-1 batches for the trainer: input views and target rays of random scenes.
 
     Batch ``s`` is drawn with ``PCG64(derive_seed(seed, s))``: ``batch_size`` distinct scenes
@@ -226,9 +227,6 @@ class RayBatchLoader:
         self.seed = int(seed)
         self.position = 0
 
-    def __iter__(self) -> RayBatchLoader:
-        return self
-
     def batch_at(self, s: int) -> dict[str, np.ndarray]:
         rng = np.random.Generator(np.random.PCG64(derive_seed(self.seed, int(s))))
         b, vi, vt = self.batch_size, self.input_views, self.target_views
@@ -251,23 +249,6 @@ class RayBatchLoader:
             )
         out["index"] = scenes.astype(np.int64)
         return out
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        out = self.batch_at(self.position)
-        self.position += 1
-        return out
-
-    def state(self) -> dict[str, int]:
-        return {"position": self.position, "seed": self.seed, "n_scenes": self.n}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        if int(state["seed"]) != self.seed or int(state.get("n_scenes", self.n)) != self.n:
-            raise ValueError(
-                f"RayBatchLoader.restore: the checkpoint's data stream (seed {state['seed']}, "
-                f"{state.get('n_scenes')} scenes) differs from this one (seed {self.seed}, "
-                f"{self.n} scenes)"
-            )
-        self.position = int(state["position"])
 
     def __repr__(self) -> str:
         return (

@@ -39,6 +39,7 @@ from flax import nnx
 
 from diff_core import losses as core_losses
 from diff_core.weighting import v_mse
+from diff_dorsal.batches import SeededBatches
 from diff_dorsal.denoiser import DecoderConfig, DorsalDenoiser, build_denoiser, denoiser_from_config
 from diff_dorsal.sampling import DEFAULT_SCHEDULE
 from diff_pixel.losses import drop_mask, example_keys, noise_batch, stratified_times
@@ -197,7 +198,7 @@ def _check_data(func: str, data: Any, config: Stage2Config) -> tuple[int, ...]:
     return shape
 
 
-class ViewBatchLoader:
+class ViewBatchLoader(SeededBatches):
     """Stage-2 batches: batch ``s`` from ``PCG64(derive_seed(seed, s))``.
 
     ``batch_size`` distinct scenes, each with a random split of its views into ``input_views``
@@ -224,9 +225,6 @@ class ViewBatchLoader:
         self.seed = int(config.seed)
         self.position = 0
 
-    def __iter__(self) -> ViewBatchLoader:
-        return self
-
     def batch_at(self, s: int) -> dict[str, np.ndarray]:
         rng = np.random.Generator(np.random.PCG64(derive_seed(self.seed, int(s))))
         b, vi, vt = self.batch_size, self.input_views, self.target_views
@@ -248,23 +246,6 @@ class ViewBatchLoader:
         out["slot"] = np.arange(b, dtype=np.int32)
         out["scene"] = scenes.astype(np.int64)
         return out
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        out = self.batch_at(self.position)
-        self.position += 1
-        return out
-
-    def state(self) -> dict[str, int]:
-        return {"position": self.position, "seed": self.seed, "n_scenes": self.n}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        if int(state["seed"]) != self.seed or int(state.get("n_scenes", self.n)) != self.n:
-            raise ValueError(
-                f"ViewBatchLoader.restore: the checkpoint's data stream (seed {state['seed']}, "
-                f"{state.get('n_scenes')} scenes) differs from this one (seed {self.seed}, "
-                f"{self.n} scenes)"
-            )
-        self.position = int(state["position"])
 
     def __repr__(self) -> str:
         return (
