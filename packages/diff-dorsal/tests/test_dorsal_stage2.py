@@ -4,6 +4,7 @@ the encoder-preset refusal, and learning with oracle slots (check 9, slow)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -124,11 +125,12 @@ class _EncoderAt(Hook):
     """Snapshot of the frozen encoder (the trainer's aux) after step ``step``."""
 
     def __init__(self, step: int) -> None:
-        self.step, self.params = step, None
+        self.step, self.params, self.taken_at = step, None, None
 
     def on_step(self, trainer, step, metrics):
         if step == self.step:
             self.params = _params(trainer.aux["encoder"])
+            self.taken_at = trainer.step_count
 
 
 N_STEPS = OSRT_RUN.steps
@@ -159,7 +161,7 @@ def test_check6_frozen_encoder(osrt_runs, encoder_dir):
     assert trainer.step_count == N_STEPS and np.isfinite(osrt_runs["full"]["loss"]).all()
     # over N_STEPS - 1 steps (and N_STEPS) the encoder (the trainer's aux) stays bitwise, and is
     # not trained
-    assert osrt_runs["at"].params is not None
+    assert osrt_runs["at"].taken_at == N_STEPS - 1  # the snapshot is of that step
     _assert_same(osrt_runs["at"].params, before)
     _assert_same(_params(trainer.aux["encoder"]), before)
     _assert_same(_params(load_encoder(encoder_dir)[0]), before)
@@ -185,14 +187,17 @@ def test_check6_frozen_encoder(osrt_runs, encoder_dir):
     assert all(not np.asarray(x).any() for x in leaves)
 
 
-def test_check13_stage2_resumes_bitwise(osrt_runs):
+def test_check13_stage2_resumes_bitwise(osrt_runs, encoder_dir):
     full, first, second = osrt_runs["full"], osrt_runs["first"], osrt_runs["second"]
     assert first["stopped_at"] == HALF and list(first["step"]) == list(range(1, HALF + 1))
     assert second["restored_step"] == HALF
     assert list(second["step"]) == list(range(HALF + 1, N_STEPS + 1))
     raw_a, ema_a, meta_a = load_dorsal(osrt_runs["root"] / "a")
     raw_b, ema_b, meta_b = load_dorsal(osrt_runs["root"] / "b")
-    assert meta_a["step"] == meta_b["step"] == N_STEPS and meta_a["encoder_dir"] is not None
+    assert meta_a["step"] == meta_b["step"] == N_STEPS
+    # both runs name the stage-1 folder they were trained with, and it loads that encoder
+    assert Path(meta_a["encoder_dir"]).resolve() == Path(encoder_dir).resolve()
+    assert Path(meta_b["encoder_dir"]).resolve() == Path(encoder_dir).resolve()
     _assert_same(_params(raw_a), _params(raw_b))
     _assert_same(_params(ema_a), _params(ema_b))
     np.testing.assert_array_equal(full["loss"][HALF:], second["loss"])
