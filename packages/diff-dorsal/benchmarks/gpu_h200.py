@@ -42,6 +42,7 @@ DORSal: Jabri et al., arXiv 2306.08068; OSRT: Sajjadi et al., arXiv 2206.06922.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -78,7 +79,9 @@ class Log:
         self.lines: list[dict[str, Any]] = []
 
     def __call__(self, phase: str, **fields: Any) -> dict[str, Any]:
-        rec = _clean({"phase": phase, "t_s": round(time.perf_counter() - T_START, 2), **fields})
+        rec = _compare_module().clean_json(
+            {"phase": phase, "t_s": round(time.perf_counter() - T_START, 2), **fields}
+        )
         self.lines.append(rec)
         text = json.dumps(rec, allow_nan=False)
         with open(self.path, "a") as f:
@@ -88,26 +91,9 @@ class Log:
         return rec
 
 
-def _clean(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
+@functools.cache
 def _compare_module():
-    """``benchmarks/compare_osrt.py`` beside this file, imported as a module."""
+    """``benchmarks/compare_osrt.py`` beside this file, imported as a module (once)."""
     path = Path(__file__).with_name("compare_osrt.py")
     spec = importlib.util.spec_from_file_location("dorsal_compare_osrt", path)
     mod = importlib.util.module_from_spec(spec)
