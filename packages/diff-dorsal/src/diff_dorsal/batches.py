@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SeededBatches"]
+__all__ = ["SeededBatches", "pad_rows"]
 
 
 class SeededBatches:
@@ -43,3 +43,10 @@ class SeededBatches:
                 f"{self.seed}, {self.n} scenes)"
             )
         self.position = int(state["position"])
+
+
+def pad_rows(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` padded to ``n`` rows by repeating its last row (fixed batch shapes: one compile)."""
+    if x.shape[0] == n:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)])

@@ -510,8 +510,9 @@ def _cmd_train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 def _cmd_sample(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from diff_dorsal import viz
-    from diff_dorsal.demo import osrt_views, sample_scenes, scene_slots
+    from diff_dorsal.demo import sample_scenes, scene_slots
     from diff_dorsal.metrics import psnr
+    from diff_dorsal.stage1 import render_views
     from diff_protocol.io import atomic_write
 
     _check_guidance(parser, args.guidance)
@@ -539,8 +540,8 @@ def _cmd_sample(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     saved = {"samples": x, "truth": truth, "scene": np.arange(args.scenes)}
     rows = {"truth": truth}
     if run.encoder is not None:
-        saved["osrt_lite"] = rows["OSRT-lite"] = osrt_views(
-            run.encoder, test, run.input_views, tgt
+        saved["osrt_lite"] = rows["OSRT-lite"] = render_views(
+            run.encoder, test, run.input_views, tgt, batch_size=8, return_weights=True
         )[0]
     rows["DORSal"] = x
     buf = io.BytesIO()

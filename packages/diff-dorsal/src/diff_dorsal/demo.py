@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from diff_dorsal import viz
+from diff_dorsal.batches import pad_rows
+from diff_dorsal.stage1 import render_views
 from diff_protocol.io import atomic_write
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "make_data",
     "metrics_markdown",
     "orbit",
-    "osrt_views",
     "quick_configs",
     "run_demo",
     "sample_scenes",
@@ -211,51 +212,6 @@ def _jit_encode(encoder: Any):
     return lambda im, o, d: np.asarray(fn(graphdef, state, im, o, d))
 
 
-def _render_fn():
-    import jax
-    from flax import nnx
-
-    global _RENDER
-    if _RENDER is None:
-
-        def run(graphdef, state, im, o, d, to, td):
-            m = nnx.merge(graphdef, state)
-            return m.render(m.encode(im, o, d), to, td)
-
-        _RENDER = jax.jit(run, static_argnums=0)
-    return _RENDER
-
-
-_RENDER = None
-
-
-def osrt_views(
-    encoder: Any,
-    arrays: Mapping[str, Any],
-    input_views: Sequence[int],
-    target_views: Sequence[int],
-    *,
-    chunk: int = 8,
-) -> tuple[np.ndarray, np.ndarray]:
-    """OSRT-lite reconstructions ``(N, L, h, w, 3)`` of ``target_views`` from ``input_views`` and
-    the slot-mixer weights ``(N, L, h, w, S)``, ``chunk`` scenes per call (padded: one compiled
-    program per run, cached across calls)."""
-    from flax import nnx
-
-    graphdef, state = nnx.split(encoder)
-    fn = _render_fn()
-    inp, tgt = list(input_views), list(target_views)
-    n = int(np.shape(arrays["images"])[0])
-    rgbs, weights = [], []
-    for s in range(0, n, chunk):
-        im, o, d = (_pad(np.asarray(arrays[k][s : s + chunk], np.float32), chunk) for k in _VIEWS)
-        rgb, w = fn(graphdef, state, im[:, inp], o[:, inp], d[:, inp], o[:, tgt], d[:, tgt])
-        m = min(chunk, n - s)
-        rgbs.append(np.asarray(rgb)[:m])
-        weights.append(np.asarray(w)[:m])
-    return np.concatenate(rgbs), np.concatenate(weights)
-
-
 def scene_slots(
     run: Run, batch: Mapping[str, Any], *, chunk: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -272,19 +228,13 @@ def scene_slots(
     n = np.shape(batch["images"])[0]
     for s in range(0, n, chunk):
         sl = slice(s, s + chunk)
-        im, o, d = (_pad(np.asarray(batch[k][sl], np.float32)[:, vi], chunk) for k in _VIEWS)
+        im, o, d = (pad_rows(np.asarray(batch[k][sl], np.float32)[:, vi], chunk) for k in _VIEWS)
         out.append(encode(im, o, d)[: min(chunk, n - s)])
     slots = np.concatenate(out)
     return slots, np.ones(slots.shape[:2], bool)
 
 
 _VIEWS = ("images", "origins", "directions")
-
-
-def _pad(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[0] == n:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)])
 
 
 def sample_scenes(
@@ -317,7 +267,7 @@ def sample_scenes(
         starts = tqdm(starts, desc="sampling", unit="chunk", leave=False)
     for c, s in enumerate(starts):
         sl = slice(s, s + chunk)
-        args = [_pad(np.asarray(a[sl]), chunk) for a in (slots, mask, origins, directions)]
+        args = [pad_rows(np.asarray(a[sl]), chunk) for a in (slots, mask, origins, directions)]
         x = sample_views(
             run.denoiser,
             *args,
@@ -357,7 +307,7 @@ def stage1_pictures(
     vi = min(5, v // 2)
     inp, tgt = list(range(vi)), list(range(vi, min(v, 2 * vi)))
     few = {k: np.asarray(arrays[k][:4]) for k in (*_VIEWS, "instance")}
-    rgb, weights = osrt_views(encoder, few, inp, tgt)
+    rgb, weights = render_views(encoder, few, inp, tgt, batch_size=8, return_weights=True)
     truth = few["images"][:, tgt]
     written.append(
         viz.view_grid(
@@ -412,7 +362,9 @@ def stage2_pictures(
     )
     rows = {"truth": few["images"][:, tgt]}
     if run.encoder is not None:
-        rows["OSRT-lite"] = osrt_views(run.encoder, few, run.input_views, tgt)[0]
+        rows["OSRT-lite"] = render_views(
+            run.encoder, few, run.input_views, tgt, batch_size=8, return_weights=True
+        )[0]
     rows["DORSal"] = samples
     step = int(run.meta.get("step", 0))
     written.append(viz.view_grid(rows, run.workdir / "samples" / f"step_{step:06d}.png"))
@@ -468,7 +420,9 @@ def edit_scene(
         if run.oracle:
             slot = int(remove)
         else:
-            _, w = osrt_views(run.encoder, one, run.input_views, tgt)
+            _, w = render_views(
+                run.encoder, one, run.input_views, tgt, batch_size=8, return_weights=True
+            )
             slot = int(match_slots(w, one["instance"][:, tgt], int(remove))[0])
             if slot < 0:
                 raise ValueError(
@@ -489,7 +443,9 @@ def edit_scene(
         if run.oracle:
             src = ids
         else:
-            _, w = osrt_views(run.encoder, one_b, run.input_views, tgt)
+            _, w = render_views(
+                run.encoder, one_b, run.input_views, tgt, batch_size=8, return_weights=True
+            )
             src = [int(match_slots(w, one_b["instance"][:, tgt], j)[0]) for j in ids]
         new_slots, new_mask = _transfer_slots(slots, mask, slots_b, mask_b, [src])
         pad = new_slots.shape[1] - slots.shape[1]
@@ -709,7 +665,7 @@ def evaluate_run(
     weights = None
     fig: dict[str, Any] = {}
     if run.encoder is not None:
-        recon, weights = osrt_views(run.encoder, test, vi, tgt)
+        recon, weights = render_views(run.encoder, test, vi, tgt, batch_size=8, return_weights=True)
         images["OSRT-lite"] = recon
         models["OSRT-lite"] = _image_figures(feature_net, recon, truth)
         fig["fg_ari_osrt_mixer"] = fg_ari(np.argmax(weights, -1), inst, per_scene=True)

@@ -19,6 +19,7 @@ After stage 1 the encoder is frozen: :func:`load_encoder` gives the trained mode
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diff_dorsal.batches import SeededBatches
+from diff_dorsal.batches import SeededBatches, pad_rows
 from diff_dorsal.encoder import EncoderConfig
 from diff_dorsal.osrt import OSRTLite
 from diff_pixel.train import (
@@ -388,6 +389,12 @@ def load_encoder(workdir: str | Path) -> tuple[OSRTLite, dict[str, Any]]:
     return model, meta
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _render_program(graphdef, state, im, o, d, to, td):
+    m = nnx.merge(graphdef, state)
+    return m.render(m.encode(im, o, d), to, td)
+
+
 def render_views(
     model: OSRTLite,
     arrays: Mapping[str, Any],
@@ -407,20 +414,19 @@ def render_views(
                 f"render_views: {name} must be non-empty view indices in [0, {v}), got {idx}"
             )
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def run(state, im, o, d, to, td):
-        m = nnx.merge(graphdef, state)
-        return m.render(m.encode(im, o, d), to, td)
-
     rgbs, weights = [], []
     for s in range(0, n, batch_size):
-        sl = slice(s, min(n, s + batch_size))
-        im, o, d = (np.asarray(arrays[k][sl], np.float32) for k in _VIEW_KEYS)
-        rgb, wt = run(state, im[:, inp], o[:, inp], d[:, inp], o[:, tgt], d[:, tgt])
-        rgbs.append(np.asarray(rgb))
+        m = min(batch_size, n - s)
+        # the last chunk is padded to batch_size: one compiled program per shape, kept across calls
+        im, o, d = (
+            pad_rows(np.asarray(arrays[k][s : s + m], np.float32), batch_size) for k in _VIEW_KEYS
+        )
+        rgb, wt = _render_program(
+            graphdef, state, im[:, inp], o[:, inp], d[:, inp], o[:, tgt], d[:, tgt]
+        )
+        rgbs.append(np.asarray(rgb)[:m])
         if return_weights:
-            weights.append(np.asarray(wt))
+            weights.append(np.asarray(wt)[:m])
     rgb = np.concatenate(rgbs)
     return (rgb, np.concatenate(weights)) if return_weights else rgb
 
