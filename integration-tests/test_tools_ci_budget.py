@@ -155,6 +155,42 @@ def test_over_the_hard_cap_warns_and_fails_only_past_the_machine_variation(
     assert "diff-new                  2    241.0      90   120  FAILS: over 2 x the hard cap" in out
 
 
+def test_two_workers_divide_by_the_measured_slowdown(tmp_path: Path, tool, capsys) -> None:
+    ci_budget = tool("ci_budget")
+    assert ci_budget.PARALLEL_SLOWDOWN == {1: 1.0, 2: 1.44}
+    make_tree(tmp_path, TREE)
+    cases = [
+        ("shared-core.tests.test_protocol_vp", 1.44, "passed"),
+        ("packages.diff-core.tests.test_core_x", 14.4, "passed"),
+        ("packages.diff-new.tests.test_new_a", 172.0, "passed"),  # 119.4 s in one process
+        ("integration-tests.test_tools_x", 1.44, "passed"),
+    ]
+    path = write(tmp_path, cases, suite_time=100.0)
+    # one process: 172 s is over the hard cap of 120 s
+    assert ci_budget.main([str(path), "--root", str(tmp_path)]) == 0
+    assert (
+        "diff-new                  1    172.0      90   120  over hard cap"
+        in capsys.readouterr().out
+    )
+    # two workers: 172 / 1.44 = 119.4 s, under the cap; the cases took 189.28 s / 2 = 94.6 s of
+    # the suite's 100 s wall time, the rest is start-up
+    assert ci_budget.main([str(path), "--root", str(tmp_path), "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "the suite ran on 2 worker processes: each figure is the cases' seconds / 1.44" in out
+    assert "diff-new                  1    119.4      90   120  over budget" in out
+    assert "suite 100.0 s, of which 5.4 s collection and start-up" in out
+    # 2 x the cap is judged on the one-process figure too: 345.6 / 1.44 = 240 s passes, more fails
+    cases[2] = ("packages.diff-new.tests.test_new_a", 346.0, "passed")
+    path = write(tmp_path, cases)
+    assert ci_budget.main([str(path), "--root", str(tmp_path), "--workers", "2"]) == 1
+    assert "diff-new: 240 s is over 2 x its hard cap of 120 s" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        ci_budget.main([str(path), "--root", str(tmp_path), "--workers", "3"])
+    assert "--workers must be one of [1, 2] (the measured slowdowns), got 3" in (
+        capsys.readouterr().err
+    )
+
+
 def test_the_whole_suite_over_twice_the_budgets_fails(tmp_path: Path, tool, capsys) -> None:
     ci_budget = tool("ci_budget")
     make_tree(tmp_path, TREE)

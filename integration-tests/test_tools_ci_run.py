@@ -34,7 +34,7 @@ case "$*" in
     echo "======= 3 passed, 1 skipped in 0.12s ======="
     exit "${FAKE_TEST_RC:-0}" ;;
   "run tools:budget "*) [ -f "$3" ] || { echo "no junit file $3"; exit 1; } ;;
-  "run tools:isolation --all") echo "isolation: 4 passed, 0 failed"; exit "${FAKE_ISOLATION_RC:-0}" ;;
+  "run tools:isolation --all --jobs 2") echo "isolation: 4 passed, 0 failed"; exit "${FAKE_ISOLATION_RC:-0}" ;;
 esac
 exit 0
 """
@@ -73,11 +73,14 @@ def test_every_step_has_a_time_out_and_all_fit_in_the_ci_limit(repo_root: Path) 
 def test_test_step_is_the_readme_command_and_feeds_the_budget(repo_root: Path) -> None:
     commands = {name: command for name, _, command in steps_and_limits(ci_script(repo_root))}
     assert commands["test"] == 'hatch run test "--junitxml=$junit"'
-    assert commands["budget"] == 'hatch run tools:budget "$junit"'
-    assert commands["isolation"] == "hatch run tools:isolation --all"
+    assert commands["budget"] == 'hatch run tools:budget "$junit" --workers 2'
+    assert commands["isolation"] == "hatch run tools:isolation --all --jobs 2"
     hatch = tomllib.loads((repo_root / "hatch.toml").read_text(encoding="utf-8"))
     script = hatch["envs"]["default"]["scripts"]["test"]
     assert script.endswith(" {args}")
+    # the budget step divides by the slowdown of as many workers as the test command starts
+    assert script.startswith("pytest -q -n 2 --dist loadfile ")
+    assert "pytest-xdist>=3.6" in hatch["envs"]["default"]["dependencies"]
     readme = (repo_root / "README.md").read_text(encoding="utf-8")
     assert f"| `hatch run test [ARGS]` | `{script.removesuffix(' {args}')}` (fast suite)" in readme
     assert hatch["envs"]["tools"]["scripts"]["budget"] == "python tools/ci_budget.py {args}"
@@ -157,8 +160,8 @@ def test_green_run_recaps_every_step_and_ends_with_pytest_summary(
         "run tools:versions",
         "run tools:imports",
         f"run test --junitxml={junit}",
-        f"run tools:budget {junit}",
-        "run tools:isolation --all",
+        f"run tools:budget {junit} --workers 2",
+        "run tools:isolation --all --jobs 2",
         "run tools:isolation --lowest diff-protocol diff-core",
     ]
     # every step sees the same persistent cache under .ci-venv and thresholds that cache all

@@ -441,3 +441,36 @@ def test_imports_and_entry_points_load_in_the_venv(tmp_path: Path, tool) -> None
     # a rule that allows jax: only the broken entry point is left
     problems, _ = run.check_imports("diff-core", python, isolation.DEFAULT_RULE, tmp_path)
     assert len(problems) == 1 and "diff_core.missing" in problems[0]
+
+
+def test_a_wheel_is_built_once_when_checks_run_on_threads(tmp_path: Path, tool, monkeypatch):
+    """--jobs N checks distributions on threads: two that need the same sibling wait for one
+    build of it instead of building it twice into the same folder."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    isolation = tool("isolation")
+    fixture_tree(tmp_path)
+    run = isolation.Isolation(tmp_path, tmp_path / "work", lowest=False, keep=True)
+    calls: list[str] = []
+    inside = threading.Event()
+
+    def slow_build(name: str, report) -> Path:
+        calls.append(name)
+        inside.set()
+        time.sleep(0.2)  # the other thread asks for the same wheel meanwhile
+        return tmp_path / f"{name}.whl"
+
+    monkeypatch.setattr(run, "_build", slow_build)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        wheels = list(
+            pool.map(
+                lambda n: run.build(n, isolation.Report(n)), ["diff-core"] * 3 + ["diff-pixel"]
+            )
+        )
+    assert inside.is_set()
+    assert sorted(calls) == ["diff-core", "diff-pixel"]
+    assert wheels == [tmp_path / "diff-core.whl"] * 3 + [tmp_path / "diff-pixel.whl"]
+    with pytest.raises(SystemExit):
+        isolation.main(["--all", "--jobs", "0"])

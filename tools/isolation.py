@@ -6,6 +6,7 @@ Usage (from the repository root)::
     hatch run tools:isolation diff-core diff-pixel
     hatch run tools:isolation --lowest diff-protocol diff-core
     hatch run tools:isolation --full diff-core        # the whole fast suite, as before a release
+    hatch run tools:isolation --all --jobs 2           # two distributions at a time (CI)
 
 Per distribution:
 
@@ -55,9 +56,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -364,6 +367,9 @@ class Isolation:
         self.logs = work / "logs"
         self.logs.mkdir(exist_ok=True)
         self.wheels: dict[str, Path] = {}
+        # --jobs N checks distributions on threads; a wheel is built once, under its lock.
+        self._build_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         dists, problems = check_tree(repo)
         unusable = [
             p for p in problems if "project.version" in p.message or "[project]" in p.message
@@ -374,8 +380,14 @@ class Isolation:
 
     # -- building -----------------------------------------------------------------------------
     def build(self, name: str, report: Report) -> Path:
-        if name in self.wheels:
+        with self._locks_lock:
+            lock = self._build_locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self.wheels:
+                self.wheels[name] = self._build(name, report)
             return self.wheels[name]
+
+    def _build(self, name: str, report: Report) -> Path:
         project = self.projects[name]
         out = self.work / "dist" / name
         shutil.rmtree(out, ignore_errors=True)
@@ -394,7 +406,6 @@ class Isolation:
             )
         wheel = self.wheelhouse / wheels[0].name
         shutil.copy2(wheels[0], wheel)
-        self.wheels[name] = wheel
         return wheel
 
     def check_wheel(self, name: str, wheel: Path) -> list[str]:
@@ -743,7 +754,16 @@ def main(argv: list[str] | None = None) -> int:
         help="run the whole fast suite against each wheel instead of the smoke subset (slow; "
         "what a release checks)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="distributions checked at once (default 1); each uses its own venv and folders, "
+        "so on a 2-core machine 2 overlaps one's pip install with another's tests",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive integer, got {args.jobs}")
     if bool(args.names) == args.all:
         parser.error("give either --all or one or more distribution names")
 
@@ -763,19 +783,26 @@ def main(argv: list[str] | None = None) -> int:
     flags = "".join(f" --{f}" for f in ("lowest", "full") if getattr(args, f))
     print(f"isolation{flags}: {', '.join(names)} (work folder {work})")
     stage = "the whole fast suite" if args.full else "collecting every test, smoke tests"
-    reports = []
+    print(f"isolation: {args.jobs} at a time; each line is printed when its check ends")
     run_start = time.perf_counter()
-    for name in names:
+    print_lock = threading.Lock()
+
+    def check(name: str) -> Report:
         start = time.perf_counter()
-        print(f"[{name}] building, installing in a fresh venv, {stage} ...", flush=True)
+        with print_lock:
+            print(f"[{name}] building, installing in a fresh venv, {stage} ...", flush=True)
         report = run.check_dist(name)
         report.seconds["total"] = time.perf_counter() - start
-        reports.append(report)
         times = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
         status = "ok" if not report.problems else "FAILED"
-        print(f"[{name}] {status}: {report.summary or 'no test summary'} ({times})", flush=True)
-        for problem in report.problems:
-            print(f"[{name}]   {problem}")
+        with print_lock:
+            print(f"[{name}] {status}: {report.summary or 'no test summary'} ({times})", flush=True)
+            for problem in report.problems:
+                print(f"[{name}]   {problem}")
+        return report
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        reports = list(pool.map(check, names))
     failed = [r.name for r in reports if r.problems]
     took = time.perf_counter() - run_start
     print(f"isolation: {len(reports) - len(failed)} passed, {len(failed)} failed in {took:.0f} s")

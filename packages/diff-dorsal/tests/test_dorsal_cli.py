@@ -34,7 +34,6 @@ def _decoded(path: Path):
         return im.size, frames
 
 
-@pytest.mark.smoke
 def test_demo_quick_writes_pictures_and_metrics(demo_out: Path) -> None:
     for name in (
         "samples.png",

@@ -101,7 +101,6 @@ def test_loader_draws_are_pure_functions_of_the_step():
         RayBatchLoader(data, 2, input_views=3, target_views=3)
 
 
-@pytest.mark.smoke
 def test_interrupted_stage1_resumes_bitwise(tmp_path, capsys):
     data = _arrays(n=8, v=10, res=32)  # 8 scenes: novel_view_psnr renders the demo's chunk
     n = QUICK.steps

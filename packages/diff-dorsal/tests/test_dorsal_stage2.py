@@ -153,7 +153,6 @@ def osrt_runs(tmp_path_factory, data32, encoder_dir):
     return out
 
 
-@pytest.mark.smoke
 def test_check6_frozen_encoder(osrt_runs, encoder_dir):
     assert osrt_runs["meta"]["preset"] == "lite"
     before = osrt_runs["encoder_params"]
