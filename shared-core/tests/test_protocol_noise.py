@@ -122,6 +122,34 @@ def test_jax_noise_is_the_stated_construction():
     assert noise(0).dtype == jnp.float32
 
 
+def test_jax_normal_and_uniform_are_jax_random_bitwise():
+    """A reference of rank >= 3 is the slow compile ``jax_normal`` avoids (about 2 s on CPU), so
+    one case has it and the rest are 2-D (drawn flat too) and 1-D / 0-D (drawn directly)."""
+    backend("jax")
+    import jax
+    import jax.numpy as jnp
+
+    key = jax.random.key(SEED)
+    for shape, dtype in (((3, 5, 7), jnp.bfloat16), ((4, 3), None), ((5,), None), ((), None)):
+        got = dp.jax_normal(key, shape, dtype)
+        want = jax.random.normal(key, shape, jnp.float32 if dtype is None else dtype)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # under jit, vmapped over keys; a raw uint32 key; an rbg key (drawn with the shape directly)
+    keys = jax.random.split(key, 3)
+    vm = jax.jit(jax.vmap(lambda k: dp.jax_normal(k, (5, 7))))(keys)
+    want = [np.asarray(jax.random.normal(k, (5, 7))) for k in keys]  # a vmapped reference is 3-D
+    np.testing.assert_array_equal(np.asarray(vm), np.stack(want))
+    for k in (jax.random.PRNGKey(SEED), jax.random.key(SEED, impl="rbg")):
+        np.testing.assert_array_equal(
+            np.asarray(dp.jax_normal(k, (5, 7))), np.asarray(jax.random.normal(k, (5, 7)))
+        )
+    got = dp.jax_uniform(key, (6, 4), jnp.float32, -0.5, 0.5)
+    np.testing.assert_array_equal(
+        np.asarray(got), np.asarray(jax.random.uniform(key, (6, 4), jnp.float32, -0.5, 0.5))
+    )
+
+
 # --- check 5: purity, independence, per-example rows ------------------------------------------
 
 

@@ -39,6 +39,8 @@ SPEC_NAMES = {
         "numpy_noise",
         "torch_noise",
         "jax_noise",
+        "jax_normal",
+        "jax_uniform",
         "table_noise",
         "register_jax_pytrees",
     ],

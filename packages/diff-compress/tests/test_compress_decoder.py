@@ -24,6 +24,7 @@ from diff_compress import (
     posterior_sample,
     schedule_of,
 )
+from diff_protocol import jax_normal
 
 S2, V = 0.25, 0.004
 SHAPE = (4, 100, 1000, 1)  # 4·10⁵ pixels
@@ -232,7 +233,7 @@ def test_decoder_loss_matches_its_closed_form(process):
     k_t, k_e, _ = jax.random.split(key, 3)
     t = diff_core.stratified_times(jax.random.uniform(k_t, (4,)))
     x0 = 2 * x - 1
-    eps = jax.random.normal(k_e, x0.shape, x0.dtype)
+    eps = jax_normal(k_e, x0.shape, x0.dtype)
     lam = schedule_of(cfg).logsnr(t)[:, None, None, None]
     a, s = jnp.sqrt(jax.nn.sigmoid(lam)), jnp.sqrt(jax.nn.sigmoid(-lam))
     z = a * x0 + s * eps

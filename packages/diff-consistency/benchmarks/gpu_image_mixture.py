@@ -55,17 +55,8 @@ class _WallLimit:
 
 
 def _step_flops(trainer: Any) -> float:
-    """FLOPs of the trainer's jitted step from XLA's cost analysis (compiled)."""
-    spec = trainer.spec
-    active = spec.active(trainer.step_count)
-    batch = next(trainer.data)
-    from diff_pixel.train import shard_batch
-
-    sharded = shard_batch(batch, trainer.mesh, trainer.data_axis)
-    lowered = trainer._step.jitted(active).lower(trainer.state, sharded, trainer.aux)
-    cost = lowered.compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan")))
+    """FLOPs of the trainer's next step (XLA's cost analysis: diff-pixel's ``step_cost``)."""
+    return trainer.step_cost(next(trainer.data)).get("flops", float("nan"))
 
 
 def _timed_run(trainer: Any, seconds: float, phase: str, baseline: float | None) -> dict:

@@ -28,7 +28,7 @@ from diff_core import grids, samplers
 from diff_core import sample as core_sample
 from diff_core.analytic import GaussianMixture
 from diff_core.testing import problem
-from diff_protocol import SamplerStep, diffuse, jax_noise, load_sampler, numpy_noise
+from diff_protocol import SamplerStep, diffuse, jax_noise, jax_normal, load_sampler, numpy_noise
 
 NAMES = ("multistep_consistency", "addim", "consistency_renoise")
 
@@ -59,9 +59,7 @@ def _random_mlp(dim: int, seed: int = 0) -> nnx.Module:
     model = diff_pixel.MLPDenoiser(dim, width=32, depth=2, rngs=nnx.Rngs(seed))
     state = nnx.state(model, nnx.Param)
     keys = iter(jax.random.split(jax.random.key(seed), len(jax.tree.leaves(state))))
-    nnx.update(
-        model, jax.tree.map(lambda p: p + 0.3 * jax.random.normal(next(keys), p.shape), state)
-    )
+    nnx.update(model, jax.tree.map(lambda p: p + 0.3 * jax_normal(next(keys), p.shape), state))
     return model
 
 
@@ -108,9 +106,7 @@ def test_samplers_on_a_diff_pixel_uvit():
     uvit = diff_pixel.build_model("tiny-16", seed=1)
     state = nnx.state(uvit, nnx.Param)
     keys = iter(jax.random.split(jax.random.key(5), len(jax.tree.leaves(state))))
-    nnx.update(
-        uvit, jax.tree.map(lambda p: p + 0.02 * jax.random.normal(next(keys), p.shape), state)
-    )
+    nnx.update(uvit, jax.tree.map(lambda p: p + 0.02 * jax_normal(next(keys), p.shape), state))
     labels = jnp.arange(8) % 10
     kw = dict(shape=(8, 16, 16, 1), key=jax.random.key(0), schedule=ring8.schedule, steps=4)
     cond = diff_pixel.Cond(label=labels)

@@ -24,6 +24,7 @@ from diff_pixel import MLPDenoiser, SampledData
 from diff_pixel.losses import example_keys
 from diff_pixel.testing import assert_resume_bitwise
 from diff_pixel.train import read_metrics
+from diff_protocol import jax_normal
 
 SCHEDULE = CosineSchedule(-15.0, 15.0)
 
@@ -32,9 +33,7 @@ def _mlp(seed: int, dim: int = 2, scale: float = 0.3) -> MLPDenoiser:
     model = MLPDenoiser(dim, width=16, depth=2, rngs=nnx.Rngs(seed))
     state = nnx.state(model, nnx.Param)
     keys = iter(jax.random.split(jax.random.key(100 + seed), len(jax.tree.leaves(state))))
-    nnx.update(
-        model, jax.tree.map(lambda p: p + scale * jax.random.normal(next(keys), p.shape), state)
-    )
+    nnx.update(model, jax.tree.map(lambda p: p + scale * jax_normal(next(keys), p.shape), state))
     return model
 
 

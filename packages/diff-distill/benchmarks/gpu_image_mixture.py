@@ -51,15 +51,8 @@ def stop_after(seconds: float) -> Any:
 
 
 def step_flops(trainer: Any) -> float:
-    """FLOPs of one jitted step (XLA cost analysis of the compiled executable)."""
-    from diff_pixel.train import shard_batch
-
-    batch = shard_batch(next(trainer.data), trainer.mesh, trainer.data_axis)
-    fn = trainer._step.jitted(trainer.spec.active(trainer.step_count))
-    cost = fn.lower(trainer.state, batch, trainer.aux).compile().cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0]
-    return float(cost.get("flops", float("nan")))
+    """FLOPs of one step (XLA's cost analysis: diff-pixel's ``Trainer.step_cost``)."""
+    return trainer.step_cost(next(trainer.data)).get("flops", float("nan"))
 
 
 def timed_phase(trainer: Any, seconds: float, name: str, baseline: float | None) -> dict:

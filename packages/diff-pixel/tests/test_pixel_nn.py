@@ -111,6 +111,9 @@ def test_dropout_semantics():
     kept = np.asarray(y != 0)
     assert abs(kept.mean() - 0.75) < 0.01
     np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.75, rtol=1e-6)
+    # the kept set is jax.random.bernoulli's, bitwise (drawn flat through diff_protocol)
+    want = np.asarray(jax.random.bernoulli(jax.random.key(0), 0.75, (1000, 10)))
+    np.testing.assert_array_equal(kept, want)
     with pytest.raises(ValueError, match="dropout: rate"):
         dropout(x, 1.0, jax.random.key(0))
 

@@ -26,6 +26,7 @@ from diff_pixel.data import ArraySource, Loader
 from diff_pixel.images import LossCurveHook, SampleGridHook
 from diff_pixel.train import (
     Hook,
+    PeriodicHook,
     StopAt,
     TrainConfig,
     Trainer,
@@ -122,6 +123,22 @@ def test_ema_and_adamw_follow_their_formulas(tmp_path):
     assert float(ema_decay_at(1000, 0.99, True)) == pytest.approx(0.99)
     assert float(ema_decay_at(5, 0.99, True)) == pytest.approx(6 / 15)
     assert float(ema_decay_at(5, 0.99, False)) == pytest.approx(0.99)
+
+
+def test_step_cost_counts_the_step_without_running_it(tmp_path):
+    trainer = make(tmp_path / "run")
+    batch = next(Loader(source(), 8, seed=0))
+    before = params(trainer.state)
+    cost = trainer.step_cost(batch)
+    assert trainer.step_count == 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, params(trainer.state)))
+    # batch 8 of 4x4 pixels: conv 3x3 1->4 (4,608 multiply-adds) and conv 1x1 4->1 (512)
+    # forward; backward the weight gradients of both and the input gradient of the second
+    # (4,608 + 512 + 512); 2 flops each: 21,504. XLA adds the element-wise work (tanh, loss,
+    # AdamW, EMA; 31,008 in all on jax 0.10.2) and one tanh per hidden unit (512) at least.
+    assert 21_504 < cost["flops"] < 2 * 21_504
+    assert cost["transcendentals"] >= 512
+    assert trainer.step(batch)["finite"]  # the state was not consumed by the lowering
 
 
 def test_lr_schedule_warmup_cosine_and_linear():
@@ -311,3 +328,22 @@ def test_sample_grids_and_loss_curve_are_hooks(tmp_path):
     grid, layout = make_grid(np.asarray(expected), labels=np.asarray(labels), boxes=True)
     assert (layout.rows, layout.cols) == (2, 4)  # two classes → two rows; four of class 1
     np.testing.assert_array_equal(img, grid[..., 0])
+
+
+def test_periodic_hook_writes_every_n_steps_and_once_at_the_end(tmp_path):
+    class Record(PeriodicHook):
+        def __init__(self, every):
+            super().__init__(every)
+            self.steps = []
+
+        def write(self, trainer, step):
+            self.steps.append((step, trainer.step_count))
+
+    hooks = [Record(2), Record(3), Record(0)]
+    make(tmp_path / "p", steps=4, hooks=hooks).run()
+    # written after the step it names; the last step is written once, by on_end
+    assert [h.steps for h in hooks] == [[(2, 2), (4, 4)], [(3, 3), (4, 4)], [(4, 4)]]
+    with pytest.raises(ValueError, match=r"Record: every must be an int >= 0, got -1"):
+        Record(-1)
+    with pytest.raises(NotImplementedError, match="PeriodicHook must implement write"):
+        PeriodicHook(1).write(None, 1)

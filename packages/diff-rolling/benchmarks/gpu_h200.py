@@ -99,15 +99,7 @@ def phase_train_step(out: Path, dry: bool) -> None:
         trainer = make_trainer(cfg, frames, d, progress=False)
         batch = next(trainer.data)
         trainer.step(batch)  # compile
-        lowered = None
-        flops = None
-        try:
-            lowered = trainer._step.lower(trainer.state, batch, trainer.aux, step=1)  # noqa: SLF001
-            cost = lowered.compile().cost_analysis()
-            cost = cost[0] if isinstance(cost, list) else cost
-            flops = float(cost.get("flops", 0.0)) or None
-        except Exception:  # cost analysis is best effort
-            flops = None
+        flops = trainer.step_cost(batch).get("flops") or None  # XLA's count, nothing runs
         n = cfg.steps
         t = time.perf_counter()
         for _ in range(n):

@@ -25,3 +25,4 @@ def test_rolling_gpu_script_dry_run(tmp_path):
     assert [r["phase"] for r in records] == ["solver", "train_step", "equal_nfe"]
     assert all("error" not in r for r in records)
     assert records[0]["finite"] and records[1]["step_s"] > 0
+    assert records[1]["flops_per_step"] > 0  # diff-pixel's Trainer.step_cost

@@ -33,6 +33,11 @@ def test_rolling_cli_errors_are_one_line(tmp_path, capsys):
     assert err_text == (
         "diff-rolling: error: load_kolmogorov: path must hold an array 'frames', got keys ['u', 'v'] in x.npz"
     )
+    code = main(["train", "--data", "x.npz", "--sample-every", "-1", "--workdir", "run"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "diff-rolling: error: train: --sample-every must be >= 0, got -1"
+    )
     (tmp_path / "taken.npz").write_bytes(b"")
     code = main(
         [
@@ -133,6 +138,17 @@ def test_rolling_cli_generate_and_evaluate(tmp_path, capsys):
     Image.open(ev / "curves.png").verify()
     metrics = json.loads((ev / "metrics.json").read_text())
     assert abs(metrics["rolling"]["model"]["nmse"][0] - 0.01) < 0.005  # noise of std 0.1
+    # spectra of leads 4-6 (the last half) over every trajectory, shells 0..8 // 3
+    from diff_rolling.metrics import energy_spectrum
+
+    spectra = json.loads((ev / "spectrum.json").read_text())
+    assert spectra["k"] == [0, 1, 2]
+    with np.load(paths[0]) as f:
+        for name, frames in (("truth", f["truth"]), ("rolling", f["frames"])):
+            np.testing.assert_allclose(spectra[name], energy_spectrum(frames[:, 3:])[1][:3])
+    Image.open(ev / "spectrum.png").verify()
+    with Image.open(ev / "strip.png") as im:  # rows truth, rolling, standard, |error|; 6 leads
+        assert im.size[0] > im.size[1] > 0
     assert main(["evaluate", *paths, "--out", str(ev)]) == 2  # exists without --overwrite
 
 
@@ -179,7 +195,13 @@ def test_rolling_cli_chain_train_sample_evaluate(tmp_path, capsys):
             "--workdir",
             str(run),
         ]
-        assert main(args) == 0
+        assert main([*args, "--sample-every", "2"]) == 0
+        # rollout strips of a held-out trajectory at step 2 and at the end
+        strips = sorted(p.name for p in (run / "samples").glob("step_*.png"))
+        assert strips == ["step_0000002.png", "step_0000004.png"]
+        from PIL import Image
+
+        Image.open(run / "samples" / strips[-1]).verify()
         assert main(args) == 0  # a finished run is resumed, not retrained
         assert "run complete: step 4 of 4" in capsys.readouterr().err
         r = tmp_path / f"{mode}.npz"

@@ -67,8 +67,10 @@ def test_rolling_resume_is_bitwise(tmp_path):
 
 @pytest.mark.slow
 def test_rolling_learns_kolmogorov_cpu_preset(tmp_path_factory):
-    """1000 steps of ``tiny`` on the ``cpu`` preset, then a DDIM rollout (S = 4) of 8 frames for 32
-    test trajectories; gates from tests/thresholds.json (calibrated over 3 seeds)."""
+    """Check 12: 1000 steps of ``tiny`` on the ``cpu`` preset (batch 16), then a DDIM rollout
+    (S = 4) of 8 frames for 32 test trajectories; the same after 30 steps must be bad. Gates from
+    tests/thresholds.json, calibrated over seeds 0-2 (distill.md §11); about 12 minutes of a quiet
+    2-core machine."""
     pytest.importorskip("jax_cfd")
     from diff_rolling.data.kolmogorov import kolmogorov_dataset, preset
     from diff_rolling.evaluate import forecast, forecast_metrics
@@ -92,8 +94,9 @@ def test_rolling_learns_kolmogorov_cpu_preset(tmp_path_factory):
         assert m["model"]["nmse"][0] <= gates["lead1_nmse_max"]
         assert m["model"]["correlation"][0] >= gates["lead1_corr_min"]
         assert m["finite"]
+        lo, hi = gates["sample_std_range"]
         std = np.asarray(m["model"]["sample_std"])
-        assert np.all((std >= 0.75) & (std <= 1.25))
+        assert np.all((std >= lo) & (std <= hi))
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from diff_compress.tiling import TiledDenoiser
 from diff_core.schedules import CosineSchedule, ShiftedCosineSchedule
 from diff_core.weighting import v_mse
 from diff_pixel import Cond, UViTConfig, build_model
-from diff_protocol import jax_noise
+from diff_protocol import jax_noise, jax_normal
 
 __all__ = [
     "DiffusionDecoder",
@@ -203,7 +203,7 @@ def decoder_loss(
     k_t, k_e, k_d = jax.random.split(key, 3)
     b = x.shape[0]
     t = diff_core.stratified_times(jax.random.uniform(k_t, (b,)))
-    eps = jax.random.normal(k_e, x0.shape, x0.dtype)
+    eps = jax_normal(k_e, x0.shape, x0.dtype)
     z, logsnr, dl = diff_core.training_inputs(schedule, x0, t, eps)
     out = model(z, logsnr, c, dropout_key=k_d)
     weighting = flow_weighting() if config.process == "rectified_flow" else v_mse()

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from diff_protocol import jax_uniform
+
 __all__ = [
     "LIKELIHOOD_MIN",
     "FactorizedPrior",
@@ -74,9 +76,7 @@ class FactorizedPrior(nnx.Module):
             mats.append(nnx.Param(jnp.full((channels, widths[i + 1], widths[i]), init)))
             key = rngs.params()
             biases.append(
-                nnx.Param(
-                    jax.random.uniform(key, (channels, widths[i + 1], 1), minval=-0.5, maxval=0.5)
-                )
+                nnx.Param(jax_uniform(key, (channels, widths[i + 1], 1), minval=-0.5, maxval=0.5))
             )
             if i < len(self.filters):
                 factors.append(nnx.Param(jnp.zeros((channels, widths[i + 1], 1))))

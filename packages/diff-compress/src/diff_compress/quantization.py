@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from diff_protocol import jax_uniform
+
 __all__ = ["MODES", "add_uniform_noise", "quantize", "ste_round"]
 
 MODES = ("noise", "ste", "round")
@@ -19,7 +21,7 @@ MODES = ("noise", "ste", "round")
 
 def add_uniform_noise(x: jax.Array, key: jax.Array) -> jax.Array:
     """``x + u`` with ``u ~ U(−½, ½)`` i.i.d. (drawn from ``key``)."""
-    return x + jax.random.uniform(key, x.shape, x.dtype, -0.5, 0.5)
+    return x + jax_uniform(key, x.shape, x.dtype, -0.5, 0.5)
 
 
 def ste_round(x: jax.Array) -> jax.Array:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from diff_core import samplers as core_samplers
-from diff_protocol import SamplerStep, alpha_sigma, expand_like
+from diff_protocol import SamplerStep, alpha_sigma, expand_like, jax_normal
 from diff_protocol.arrays import as_float_array, is_lazy, is_scalar, namespace, work_dtype
 
 __all__ = [
@@ -269,7 +269,7 @@ def estimate_variance_table(
         c = cond(rows) if cond is not None else None
         key = jax.random.fold_in(jax.random.key(seed), b)
         for k in range(num_t):
-            eps = jax.random.normal(jax.random.fold_in(key, k), x.shape)
+            eps = jax_normal(jax.random.fold_in(key, k), x.shape)
             sums[k] += float(err(x, eps, jnp.float32(lam[k]), c))
     values = eta * sums / (num_batches * dim)
     return EmpiricalVariance(t, values, schedule)

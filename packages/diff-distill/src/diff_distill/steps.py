@@ -46,7 +46,7 @@ from diff_distill.teacher import ParametricTeacher
 from diff_distill.times import time_pairs_from_uniforms
 from diff_pixel.losses import example_keys, noise_batch
 from diff_pixel.train import Phase
-from diff_protocol import denoise, diffuse, to_x_eps
+from diff_protocol import denoise, diffuse, jax_normal, to_x_eps
 
 __all__ = ["draw_inputs", "net_x", "initial_extra", "make_phases", "split_sizes"]
 
@@ -86,9 +86,9 @@ def _uniform(keys: jax.Array, stream: int) -> jax.Array:
 
 
 def _normal(keys: jax.Array, shape: tuple[int, ...], stream: int, dtype: Any) -> jax.Array:
-    return jax.vmap(
-        lambda k: jax.random.normal(jax.random.fold_in(k, stream), tuple(shape[1:]), dtype)
-    )(keys)
+    return jax.vmap(lambda k: jax_normal(jax.random.fold_in(k, stream), tuple(shape[1:]), dtype))(
+        keys
+    )
 
 
 def _cond_of(batch: Mapping[str, Any], conditional: bool) -> Any:

@@ -37,6 +37,7 @@ from flax import nnx
 from diff_dorsal.rays import RayEncoding, ray_features
 from diff_pixel.nn import MLP, Attention
 from diff_pixel.nn.init import dense_inits, norm_inits, normal, zeros
+from diff_protocol import jax_normal
 
 __all__ = [
     "ENCODER_PRESETS",
@@ -426,7 +427,7 @@ class SlotAttention(nnx.Module):
             return jnp.broadcast_to(self.slots_init[...], (batch, self.num_slots, self.slot_dim))
         if key is None:
             raise ValueError("SlotAttention: key must be a PRNG key with init='sampled', got None")
-        eps = jax.random.normal(key, (batch, self.num_slots, self.slot_dim))
+        eps = jax_normal(key, (batch, self.num_slots, self.slot_dim))
         return self.slots_mu[...] + jnp.exp(self.slots_log_sigma[...]) * eps
 
     def attention(self, inputs: jax.Array, slots: jax.Array) -> jax.Array:

@@ -34,7 +34,7 @@ from diff_core.guidance import guided
 from diff_core.schedules import CosineSchedule
 from diff_dorsal.denoiser import null_slot_cond
 from diff_pixel.sampling import sampler_step
-from diff_protocol import PREDICTIONS
+from diff_protocol import PREDICTIONS, jax_normal
 from diff_protocol.noise import jax_noise
 
 __all__ = ["DEFAULT_SCHEDULE", "guided_denoiser", "make_cond", "sample_path", "sample_views"]
@@ -267,7 +267,7 @@ def sample_path(
         kc = jax.random.fold_in(key, c)
         # every chunk runs the same wrapped denoiser (chunk 0 with nothing known): one compilation
         known_mask = jnp.asarray(idx < done)
-        eps = jax.random.normal(jax.random.fold_in(kc, 2**31 - 2), (b, L, h, w, 3))
+        eps = jax_normal(jax.random.fold_in(kc, 2**31 - 2), (b, L, h, w, 3))
         den = _Replaced(den, jnp.asarray(out[:, idx]), eps, known_mask, den.prediction)
         noise = jax_noise(kc, (b, L, h, w, 3), per_example=True)
         x = diff_core.sample(

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from diff_core.images import make_grid, save_grid, to_uint8
-from diff_pixel.train.hooks import Hook
+from diff_pixel.train.hooks import Hook, PeriodicHook
 from diff_pixel.train.logging import read_metrics
 from diff_protocol.io import atomic_write
 
@@ -177,7 +177,7 @@ def save_loss_curve(
     atomic_write(path, buf.getvalue())
 
 
-class SampleGridHook(Hook):
+class SampleGridHook(PeriodicHook):
     """Write a sample grid every ``every`` steps and at the end of a run.
 
     ``sample_fn(ema_model, key) -> images`` or ``(images, labels)`` (images in [−1, 1], NHWC);
@@ -190,11 +190,10 @@ class SampleGridHook(Hook):
             raise TypeError(
                 f"SampleGridHook: sample_fn must be callable, got {type(sample_fn).__name__}"
             )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ValueError(f"SampleGridHook: every must be an int >= 0, got {every!r}")
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"SampleGridHook: scale must be a positive int, got {scale!r}")
-        self.sample_fn, self.every, self.scale = sample_fn, every, scale
+        super().__init__(every)
+        self.sample_fn, self.scale = sample_fn, scale
         self.paths: list[str] = []
 
     def write(self, trainer: Any, step: int) -> str:
@@ -212,13 +211,6 @@ class SampleGridHook(Hook):
             )
         self.paths.append(path)
         return path
-
-    def on_step(self, trainer: Any, step: int, metrics: Mapping[str, Any]) -> None:
-        if self.every and step % self.every == 0 and step != trainer.config.steps:
-            self.write(trainer, step)
-
-    def on_end(self, trainer: Any) -> None:
-        self.write(trainer, trainer.config.steps)
 
 
 class LossCurveHook(Hook):

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from diff_core import timesampling
+from diff_protocol import jax_normal
 
 __all__ = ["drop_mask", "example_keys", "noise_batch", "stratified_times", "uniform_times"]
 
@@ -48,9 +49,7 @@ def stratified_times(keys: jax.Array, slot: jax.Array | None = None) -> jax.Arra
 
 def noise_batch(keys: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
     """ε of shape ``(B, *shape[1:])`` with row i drawn from example i's key."""
-    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), tuple(shape[1:]), dtype))(
-        keys
-    )
+    return jax.vmap(lambda k: jax_normal(jax.random.fold_in(k, 1), tuple(shape[1:]), dtype))(keys)
 
 
 def drop_mask(keys: jax.Array, p_uncond: float) -> jax.Array:

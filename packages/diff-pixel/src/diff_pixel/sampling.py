@@ -31,7 +31,7 @@ from diff_core import samplers as core_samplers
 from diff_pixel.losses import example_keys
 from diff_pixel.models.cond import Cond
 from diff_pixel.models.denoiser import as_denoiser
-from diff_protocol import PREDICTIONS, SamplerStep, load_sampler
+from diff_protocol import PREDICTIONS, SamplerStep, jax_normal, load_sampler
 from diff_protocol.io import atomic_write
 
 __all__ = ["ExampleNoise", "sample", "sample_to_npz", "sampler_step"]
@@ -62,9 +62,7 @@ class ExampleNoise:
         draw = jnp.where(i == 0, self.steps, i - 1).astype(jnp.uint32)
         rows = self.first_index + jnp.arange(self.shape[0], dtype=jnp.uint32)
         keys = example_keys(self.key, rows)
-        return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, draw), self.shape[1:]))(
-            keys
-        )
+        return jax.vmap(lambda k: jax_normal(jax.random.fold_in(k, draw), self.shape[1:]))(keys)
 
 
 def sampler_step(sampler: str | SamplerStep, gamma: float = 0.0) -> SamplerStep:

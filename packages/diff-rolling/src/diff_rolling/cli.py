@@ -133,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, default=250, help="steps per checkpoint (0: end only)"
     )
     t.add_argument(
+        "--sample-every",
+        type=int,
+        default=250,
+        help="steps between rollout strips in WORKDIR/samples/ (truth / model / |error| of a "
+        "held-out trajectory; 0: at the end only; needs the viz extra)",
+    )
+    t.add_argument(
         "--workdir",
         "--out",
         dest="workdir",
@@ -177,7 +184,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--out",
         required=True,
-        help="output folder (metrics.json, metrics.md, curves.png, rollout.gif)",
+        help="output folder (metrics.json, metrics.md, curves.png, correlation.png, spectrum.png, "
+        "spectrum.json, strip.png, rollout.gif)",
     )
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -246,6 +254,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.sample_every < 0:
+        raise ValueError(f"train: --sample-every must be >= 0, got {args.sample_every}")
     from diff_pixel.train import TrainingInterrupted
 
     from .data.kolmogorov import load_kolmogorov
@@ -265,11 +275,21 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
+    hooks = []
+    try:
+        from .hooks import RolloutStripHook
+
+        held_out = data.test if data.split[2] else data.train
+        frames = min(8, held_out.shape[1] - cfg.context)
+        hooks.append(RolloutStripHook(cfg, held_out[0], every=args.sample_every, frames=frames))
+    except ImportError as err:
+        print(f"{PROG}: no rollout strips: {err}", file=sys.stderr)
     try:
         trainer = train(
             cfg,
             data.train,
             args.workdir,
+            hooks=hooks,
             data_meta={"file": str(Path(args.data).name), "std": data.std},
         )
     except TrainingInterrupted as err:

@@ -89,10 +89,13 @@ def forecast_metrics(frames: Any, truth: Any, context: Any, dt: float = 1.0) -> 
 def evaluate_files(paths: list[str], out: Path, dt: float | None) -> dict[str, Any]:
     """Evaluate rollouts written by ``diff-rolling sample`` side by side: ``metrics.json``,
     ``metrics.md`` (calls per frame, nMSE, correlation; persistence row), ``curves.png``,
-    ``correlation.png`` and ``rollout.gif`` (truth and every rollout) in ``out``."""
-    from .viz import save_curves, save_gif
+    ``correlation.png``, ``spectrum.png`` and ``spectrum.json`` (energy spectra of the truth and
+    every rollout over the last half of the leads, where ``spectrum_error`` is measured),
+    ``strip.png`` (first trajectory: truth, every rollout and the first one's error, at up to 8
+    leads) and ``rollout.gif`` (truth and every rollout) in ``out``."""
+    from .viz import error_field, save_curves, save_gif, save_spectra, save_strip
 
-    results, panels, curves, corr = {}, {}, {}, {}
+    results, panels, curves, corr, every_trajectory = {}, {}, {}, {}, {}
     truth = None
     for p in paths:
         with np.load(p, allow_pickle=False) as f:
@@ -113,6 +116,7 @@ def evaluate_files(paths: list[str], out: Path, dt: float | None) -> dict[str, A
         curves[name] = np.asarray(m["model"]["nmse"])
         corr[name] = np.asarray(m["model"]["correlation"])
         panels[name] = frames[0]
+        every_trajectory[name] = frames
         truth = tr
         dt = step
     first = next(iter(results.values()))
@@ -136,6 +140,27 @@ def evaluate_files(paths: list[str], out: Path, dt: float | None) -> dict[str, A
     )
     save_gif(out / "rollout.gif", {"truth": truth[0], **panels})
     from diff_protocol.io import atomic_write
+
+    # spectra over the last half of the leads (decorrelated frames), up to n/3 (dealiased)
+    half = truth.shape[1] // 2
+    spectra = {"truth": metrics.energy_spectrum(truth[:, half:])[1]}
+    for name, frames in every_trajectory.items():
+        spectra[name] = metrics.energy_spectrum(frames[:, half:])[1]
+    k_max = truth.shape[-2] // 3
+    save_spectra(
+        out / "spectrum.png",
+        spectra,
+        k_max=k_max,
+        title=f"energy spectrum, leads {half + 1}-{truth.shape[1]} (every trajectory)",
+    )
+    listing = {"k": list(range(k_max + 1))}
+    listing.update({name: e[: k_max + 1].tolist() for name, e in spectra.items()})
+    atomic_write(out / "spectrum.json", json.dumps(listing) + "\n")
+    lead_every = max(1, truth.shape[1] // 8)
+    first_name = next(iter(panels))
+    error = error_field(panels[first_name], truth[0])
+    rows = {"truth": truth[0], **panels, f"|error| {first_name}": error}
+    save_strip(out / "strip.png", rows, every=lead_every, title="trajectory 0")
 
     atomic_write(out / "metrics.json", json.dumps(results, indent=1) + "\n")
     rows = [

@@ -1,4 +1,5 @@
-"""Pictures: vorticity strips (PNG), side-by-side rollout GIFs, metric curves (extra ``[viz]``).
+"""Pictures: vorticity strips (PNG), side-by-side rollout GIFs, metric curves and energy spectra
+(extra ``[viz]``).
 
 Fields are drawn with the ``RdBu_r`` colour map and symmetric limits ±3 std of the truth. Every
 file is written atomically (a temporary file in the same folder, then renamed).
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["require_viz", "save_curves", "save_gif", "save_strip"]
+__all__ = ["error_field", "require_viz", "save_curves", "save_gif", "save_spectra", "save_strip"]
 
 VIZ_HINT = "needs the 'viz' extra: pip install diff-rolling[viz]"
 
@@ -44,6 +45,13 @@ def _field(x: np.ndarray) -> np.ndarray:
     from .data.kolmogorov import velocity_to_vorticity
 
     return np.asarray(velocity_to_vorticity(x))[..., 0]
+
+
+def error_field(pred: Any, truth: Any) -> np.ndarray:
+    """``|field(pred − truth)|`` as ``(..., h, w, 1)``: the |error| row of a strip (the drawn
+    field, vorticity, is linear in the velocity, so it is the field of the difference)."""
+    diff = np.asarray(pred, np.float64) - np.asarray(truth, np.float64)
+    return np.abs(_field(diff))[..., None]
 
 
 def _rgb(field: np.ndarray, limit: float) -> np.ndarray:
@@ -147,6 +155,40 @@ def save_curves(
         ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return _write(path, buf.getvalue())
+
+
+def save_spectra(
+    path: str | Path,
+    spectra: Mapping[str, Any],
+    *,
+    k_max: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Isotropic energy spectra on log-log axes: ``{name: E (K,)}`` indexed by the shell ``k``
+    (``metrics.energy_spectrum``), drawn for ``1 <= k <= k_max`` (default: every shell); the
+    first entry (the truth) is drawn black and thicker."""
+    plt = require_viz()
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    for i, (name, energy) in enumerate(spectra.items()):
+        e = np.asarray(energy, np.float64)
+        top = e.shape[0] - 1 if k_max is None else min(int(k_max), e.shape[0] - 1)
+        k = np.arange(1, top + 1)
+        style = {"color": "black", "lw": 2.0} if i == 0 else {"lw": 1.2}
+        ax.loglog(k, np.maximum(e[1 : top + 1], 1e-300), label=name, **style)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # k = 1, 2, 5, 10, not 2×10⁰
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("wavenumber k")
+    ax.set_ylabel("energy E(k)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -41,6 +41,7 @@ import optax
 from flax import nnx
 
 from diff_pixel import Frozen, freeze
+from diff_protocol import jax_normal, jax_uniform
 from diff_protocol.io import atomic_write
 
 __all__ = [
@@ -384,9 +385,9 @@ def _augment(key: jax.Array, x: jax.Array) -> jax.Array:
             )
 
         x = jax.vmap(crop)(x, zoom, frac)
-    x = x + 0.05 * jax.random.normal(k3, x.shape)
-    bright = jax.random.uniform(k4, (b, 1, 1, 1), minval=-0.2, maxval=0.2)
-    contrast = jax.random.uniform(k5, (b, 1, 1, 1), minval=0.8, maxval=1.2)
+    x = x + 0.05 * jax_normal(k3, x.shape)
+    bright = jax_uniform(k4, (b, 1, 1, 1), minval=-0.2, maxval=0.2)
+    contrast = jax_uniform(k5, (b, 1, 1, 1), minval=0.8, maxval=1.2)
     mu = x.mean(axis=(1, 2, 3), keepdims=True)
     return jnp.clip((x - mu) * contrast + mu + bright, -1.0, 1.0)
 

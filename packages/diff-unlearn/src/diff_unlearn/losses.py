@@ -38,7 +38,7 @@ from diff_core import sample as core_sample
 from diff_core import samplers as core_samplers
 from diff_pixel import Cond, as_denoiser, drop_mask, example_keys, noise_batch, stratified_times
 from diff_pixel.sid.recipes import Recipe
-from diff_protocol import to_x_eps
+from diff_protocol import jax_normal, to_x_eps
 
 __all__ = [
     "ESD_SOURCES",
@@ -268,9 +268,7 @@ class KeyedNoise:
 
     def __call__(self, i: Any) -> jax.Array:
         i = jnp.asarray(i, jnp.uint32)
-        return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), self.shape[1:]))(
-            self.keys
-        )
+        return jax.vmap(lambda k: jax_normal(jax.random.fold_in(k, i), self.shape[1:]))(self.keys)
 
 
 def model_trajectory_inputs(

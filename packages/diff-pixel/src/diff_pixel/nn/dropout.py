@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from diff_protocol import jax_uniform
+
 __all__ = ["dropout"]
 
 
@@ -27,5 +29,7 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
         raise ValueError(f"dropout: rate must be a float in [0, 1), got {rate!r}")
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    # = jax.random.bernoulli(key, 1 - rate, x.shape) bitwise (a float32 uniform below 1 - rate),
+    # drawn flat: see diff_protocol.jax_normal for the compile time
+    keep = jax_uniform(key, x.shape) < 1.0 - rate
     return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diff_protocol import jax_normal
+
 __all__ = [
     "Initializer",
     "dense_inits",
@@ -224,7 +226,7 @@ class _Normal(Initializer):
         return draw.reshape(shape)
 
     def device(self, key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
-        return self.stddev * jax.random.normal(key, shape, dtype)
+        return self.stddev * jax_normal(key, shape, dtype)
 
     def __repr__(self) -> str:
         return f"normal({self.stddev})"

@@ -15,7 +15,7 @@ from diff_pixel.train.checkpoint import (
 from diff_pixel.train.config import RESUMABLE_FIELDS, TrainConfig
 from diff_pixel.train.fit import fit_to_denoiser
 from diff_pixel.train.freeze import Frozen, freeze
-from diff_pixel.train.hooks import Hook, StopAt
+from diff_pixel.train.hooks import Hook, PeriodicHook, StopAt
 from diff_pixel.train.logging import MetricsAccumulator, MetricsLog, read_metrics
 from diff_pixel.train.optim import (
     DEFAULT_OPTIMIZER,
@@ -56,6 +56,7 @@ __all__ = [
     "SAMPLE_KEY",
     "Frozen",
     "Hook",
+    "PeriodicHook",
     "LossFn",
     "MetricsAccumulator",
     "MetricsLog",

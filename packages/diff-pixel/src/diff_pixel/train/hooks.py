@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Hook", "StopAt"]
+__all__ = ["Hook", "PeriodicHook", "StopAt"]
 
 
 class Hook:
@@ -36,6 +36,28 @@ class Hook:
 
     def on_end(self, trainer: Any) -> None:
         """When the run has reached ``config.steps``."""
+
+
+class PeriodicHook(Hook):
+    """Calls :meth:`write` every ``every`` completed steps and once when the run ends (``every=0``:
+    only at the end); a step that is also the last is written once. Subclasses implement
+    ``write(trainer, step)`` (sample grids, rollout strips, evaluations)."""
+
+    def __init__(self, every: int) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"{type(self).__name__}: every must be an int >= 0, got {every!r}")
+        self.every = every
+
+    def write(self, trainer: Any, step: int) -> Any:
+        """What the hook does at ``step``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement write(trainer, step)")
+
+    def on_step(self, trainer: Any, step: int, metrics: Mapping[str, Any]) -> None:
+        if self.every and step % self.every == 0 and step != trainer.config.steps:
+            self.write(trainer, step)
+
+    def on_end(self, trainer: Any) -> None:
+        self.write(trainer, trainer.config.steps)
 
 
 class StopAt(Hook):

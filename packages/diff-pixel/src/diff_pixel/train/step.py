@@ -175,6 +175,24 @@ class TrainStep:
         s = int(jax.device_get(state.step)) if step is None else int(step)
         return self.jitted(self.spec.active(s))(state, batch, aux)
 
+    def cost(
+        self,
+        state: TrainState,
+        batch: Mapping[str, jax.Array],
+        aux: Any = None,
+        *,
+        step: int | None = None,
+    ) -> dict[str, float]:
+        """XLA's cost analysis of the step that ``__call__`` would run on these arguments, from
+        the lowered program (nothing is compiled or run; the state is not consumed): ``flops``,
+        ``bytes accessed`` and the other numeric entries XLA reports. For throughput figures
+        (TFLOP/s of a benchmark) without reaching into the trainer."""
+        s = int(jax.device_get(state.step)) if step is None else int(step)
+        analysis = self.jitted(self.spec.active(s)).lower(state, batch, aux).cost_analysis()
+        if isinstance(analysis, (list, tuple)):
+            analysis = analysis[0] if analysis else {}
+        return {k: float(v) for k, v in (analysis or {}).items() if isinstance(v, (int, float))}
+
 
 def make_train_step(spec: StepSpec) -> TrainStep:
     """The jitted step of ``spec`` (state donated: the input state is consumed).

@@ -378,6 +378,13 @@ class Trainer:
         metrics = self._device_step(batch, self.step_count)
         return {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
 
+    def step_cost(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """XLA's cost analysis (``flops``, ``bytes accessed``, ...) of the next step on ``batch``
+        (host arrays, as for :meth:`step`), from the lowered program: nothing runs, the state is
+        unchanged. Benchmarks divide ``flops`` by the measured step time for TFLOP/s."""
+        sharded = shard_batch(batch, self.mesh, self.data_axis)
+        return self._step.cost(self.state, sharded, self.aux, step=self.step_count)
+
     # -- models --------------------------------------------------------------------------------
     def model(self) -> nnx.Module:
         """A copy of the model with the current raw weights."""

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diff_protocol import jax_normal
+
 __all__ = ["GaussianVideo", "GaussianVideoDenoiser", "LossFloor"]
 
 
@@ -283,10 +285,10 @@ def _sample(key, batch, length, n, channels, phi, power):
     innov = jnp.sqrt(power * (1.0 - jnp.abs(phi) ** 2))[None, :, :, None]
     ph = phi[None, :, :, None]
     shape = (batch, n, n, channels)
-    x0 = ifft(sp * fft(jax.random.normal(jax.random.fold_in(key, 0), shape)))
+    x0 = ifft(sp * fft(jax_normal(jax.random.fold_in(key, 0), shape)))
 
     def step(x, i):
-        xi = jax.random.normal(jax.random.fold_in(key, i), shape)
+        xi = jax_normal(jax.random.fold_in(key, i), shape)
         x = ifft(ph * fft(x) + innov * fft(xi))
         return x, x
 
