@@ -123,14 +123,15 @@ def test_jax_noise_is_the_stated_construction():
 
 
 def test_jax_normal_and_uniform_are_jax_random_bitwise():
-    """A reference of rank >= 3 is the slow compile ``jax_normal`` avoids (about 2 s on CPU), so
-    one case has it and the rest are 2-D (drawn flat too) and 1-D / 0-D (drawn directly)."""
+    """2-D shapes go through the flat draw too; a reference of rank >= 3 would be the very compile
+    ``jax_normal`` avoids (about 2 s on CPU). The packages' golden tests, computed with
+    ``jax.random.normal`` before they switched, cover ranks 3-5."""
     backend("jax")
     import jax
     import jax.numpy as jnp
 
     key = jax.random.key(SEED)
-    for shape, dtype in (((3, 5, 7), jnp.bfloat16), ((4, 3), None), ((5,), None), ((), None)):
+    for shape, dtype in (((6, 5), jnp.bfloat16), ((4, 3), None)):  # rank < 2: the same call
         got = dp.jax_normal(key, shape, dtype)
         want = jax.random.normal(key, shape, jnp.float32 if dtype is None else dtype)
         assert got.shape == want.shape and got.dtype == want.dtype
