@@ -95,7 +95,7 @@ def evaluate_files(paths: list[str], out: Path, dt: float | None) -> dict[str, A
     leads) and ``rollout.gif`` (truth and every rollout) in ``out``."""
     from .viz import error_field, save_curves, save_gif, save_spectra, save_strip
 
-    results, panels, curves, corr, every_trajectory = {}, {}, {}, {}, {}
+    results, curves, corr, rollouts = {}, {}, {}, {}
     truth = None
     for p in paths:
         with np.load(p, allow_pickle=False) as f:
@@ -115,10 +115,10 @@ def evaluate_files(paths: list[str], out: Path, dt: float | None) -> dict[str, A
         results[name] = m
         curves[name] = np.asarray(m["model"]["nmse"])
         corr[name] = np.asarray(m["model"]["correlation"])
-        panels[name] = frames[0]
-        every_trajectory[name] = frames
+        rollouts[name] = frames
         truth = tr
         dt = step
+    panels = {name: frames[0] for name, frames in rollouts.items()}  # trajectory 0
     first = next(iter(results.values()))
     curves["persistence"] = np.asarray(first["persistence"]["nmse"])
     corr["persistence"] = np.asarray(first["persistence"]["correlation"])
@@ -144,7 +144,7 @@ def evaluate_files(paths: list[str], out: Path, dt: float | None) -> dict[str, A
     # spectra over the last half of the leads (decorrelated frames), up to n/3 (dealiased)
     half = truth.shape[1] // 2
     spectra = {"truth": metrics.energy_spectrum(truth[:, half:])[1]}
-    for name, frames in every_trajectory.items():
+    for name, frames in rollouts.items():
         spectra[name] = metrics.energy_spectrum(frames[:, half:])[1]
     k_max = truth.shape[-2] // 3
     save_spectra(

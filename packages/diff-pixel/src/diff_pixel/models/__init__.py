@@ -5,7 +5,7 @@ from diff_pixel.models.backbone import Backbone
 from diff_pixel.models.compat import upgrade_v01_paths
 from diff_pixel.models.cond import Cond
 from diff_pixel.models.config import UViTConfig
-from diff_pixel.models.cost import count_macs, xla_macs
+from diff_pixel.models.cost import count_macs, lowered_cost, xla_macs
 from diff_pixel.models.denoiser import NNXDenoiser, as_denoiser, split_denoiser
 from diff_pixel.models.embedders import (
     Contribution,
@@ -54,6 +54,7 @@ __all__ = [
     "as_denoiser",
     "build_model",
     "count_macs",
+    "lowered_cost",
     "describe",
     "from_description",
     "model_class",

@@ -21,7 +21,7 @@ from diff_pixel.models.cond import Cond
 from diff_pixel.models.config import UViTConfig
 from diff_pixel.nn.attention import force_attention_impl
 
-__all__ = ["count_macs", "xla_macs"]
+__all__ = ["count_macs", "lowered_cost", "xla_macs"]
 
 
 def _resblock(din: int, dout: int, n: int) -> int:
@@ -140,7 +140,14 @@ def xla_macs(
 
     with force_attention_impl("xla"):
         lowered = jax.jit(forward).lower(state, z, lam, cond)
+    return lowered_cost(lowered)["flops"] / 2.0
+
+
+def lowered_cost(lowered: Any) -> dict[str, float]:
+    """The numeric entries of XLA's cost analysis of a lowered program (``flops``, ``bytes
+    accessed``, ...); nothing is compiled or run. Where jax returns one dict per computation, the
+    first (the entry computation) is taken."""
     analysis = lowered.cost_analysis()
     if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0]
-    return float(analysis["flops"]) / 2.0
+        analysis = analysis[0] if analysis else {}
+    return {k: float(v) for k, v in (analysis or {}).items() if isinstance(v, (int, float))}

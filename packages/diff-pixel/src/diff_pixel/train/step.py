@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from diff_pixel.models.cost import lowered_cost
 from diff_pixel.train.optim import ema_decay_at
 from diff_pixel.train.sharding import replicated
 from diff_pixel.train.spec import Phase, StepSpec
@@ -172,8 +173,12 @@ class TrainStep:
         *,
         step: int | None = None,
     ) -> tuple[TrainState, dict]:
+        return self._program(state, step)(state, batch, aux)
+
+    def _program(self, state: TrainState, step: int | None) -> Callable[..., Any]:
+        """The jitted program of the phases active at ``step`` (default: the state's step)."""
         s = int(jax.device_get(state.step)) if step is None else int(step)
-        return self.jitted(self.spec.active(s))(state, batch, aux)
+        return self.jitted(self.spec.active(s))
 
     def cost(
         self,
@@ -187,11 +192,7 @@ class TrainStep:
         the lowered program (nothing is compiled or run; the state is not consumed): ``flops``,
         ``bytes accessed`` and the other numeric entries XLA reports. For throughput figures
         (TFLOP/s of a benchmark) without reaching into the trainer."""
-        s = int(jax.device_get(state.step)) if step is None else int(step)
-        analysis = self.jitted(self.spec.active(s)).lower(state, batch, aux).cost_analysis()
-        if isinstance(analysis, (list, tuple)):
-            analysis = analysis[0] if analysis else {}
-        return {k: float(v) for k, v in (analysis or {}).items() if isinstance(v, (int, float))}
+        return lowered_cost(self._program(state, step).lower(state, batch, aux))
 
 
 def make_train_step(spec: StepSpec) -> TrainStep:
