@@ -149,6 +149,10 @@ def test_jax_normal_and_uniform_are_jax_random_bitwise():
     np.testing.assert_array_equal(
         np.asarray(got), np.asarray(jax.random.uniform(key, (6, 4), jnp.float32, -0.5, 0.5))
     )
+    got = dp.jax_truncated_normal(key, -2.0, 2.0, (6, 4), jnp.float32)
+    want = jax.random.truncated_normal(key, -2.0, 2.0, (6, 4), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert float(jnp.abs(got).max()) < 2.0
 
 
 # --- check 5: purity, independence, per-example rows ------------------------------------------

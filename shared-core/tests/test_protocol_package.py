@@ -40,6 +40,7 @@ SPEC_NAMES = {
         "torch_noise",
         "jax_noise",
         "jax_normal",
+        "jax_truncated_normal",
         "jax_uniform",
         "table_noise",
         "register_jax_pytrees",

@@ -76,7 +76,8 @@ def test_learning_curve_and_held_out_quality(photo_model, photos, capsys):
 @pytest.mark.xfail(
     strict=True,
     reason="spec check 8's learning-curve gate (loss over steps 1250-1500 / 200-300 <= 0.5) is "
-    "missed: measured 0.517 (seed 0, 64-pixel crops); recorded, not loosened (README)",
+    "missed: measured 0.564 / 0.547 / 0.514 (seeds 0 / 1 / 2, 64-pixel crops; "
+    "benchmarks/calibrate_photo_codec.py); recorded, not loosened (README)",
 )
 def test_learning_curve_ratio(photo_model):
     rows = [

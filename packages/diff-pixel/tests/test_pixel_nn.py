@@ -226,3 +226,24 @@ def test_cudnn_and_xla_attention_agree_in_bf16():
     att.impl = "cudnn"
     out = att(x, rope=pos).astype(jnp.float32)
     assert float(jnp.max(jnp.abs(out - ref))) < 2e-2
+
+
+def test_jax_lecun_normal_is_flax_default_kernel_init_bitwise():
+    """``jax_lecun_normal`` gives the very values of Flax's default kernel initialiser (the
+    layers that keep those weights: the digits classifier, diff-dorsal's scene-feature net,
+    diff-compress's transforms). 2-D here; a reference of rank >= 3 is the slow compile the flat
+    draw avoids (checked for the conv kernels of those layers when it was introduced)."""
+    from diff_pixel.nn.init import jax_lecun_normal
+
+    a = nnx.Linear(12, 5, rngs=nnx.Rngs(3))
+    b = nnx.Linear(12, 5, kernel_init=jax_lecun_normal(), rngs=nnx.Rngs(3))
+    np.testing.assert_array_equal(np.asarray(a.kernel[...]), np.asarray(b.kernel[...]))
+    key = jax.random.key(7)
+    ref = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=1)(key, (6, 9), jnp.bfloat16)
+    got = jax_lecun_normal(in_axis=0, out_axis=1)(key, (6, 9), jnp.bfloat16)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(ref, np.float32), np.asarray(got, np.float32))
+    with pytest.raises(ValueError, match="jax_lecun_normal: shape must have at least 2 axes"):
+        jax_lecun_normal()(key, (4,))
+    with pytest.raises(TypeError, match="jax_lecun_normal: in_axis must be an int"):
+        jax_lecun_normal(in_axis=(0, 1))

@@ -29,6 +29,7 @@ __all__ = [
     "derive_seed",
     "jax_noise",
     "jax_normal",
+    "jax_truncated_normal",
     "jax_uniform",
     "numpy_noise",
     "register_jax_pytrees",
@@ -217,6 +218,26 @@ def jax_uniform(
         dtype=jnp.float32 if dtype is None else dtype,
         minval=minval,
         maxval=maxval,
+    )
+
+
+def jax_truncated_normal(
+    key: Any, lower: Any, upper: Any, shape: tuple[int, ...], dtype: Any = None
+) -> Array:
+    """``jax.random.truncated_normal(key, lower, upper, shape, dtype)``, bitwise, drawn flat and
+    reshaped for the compile time :func:`jax_normal` explains (a 4-D conv kernel: 1.5-2 s against
+    0.4 s; it is the draw of Flax's default ``lecun_normal`` kernel initialiser). ``lower`` /
+    ``upper`` must be scalars here."""
+    import jax
+    import jax.numpy as jnp
+
+    return _flat_draw(
+        jax.random.truncated_normal,
+        key,
+        shape,
+        dtype=jnp.float32 if dtype is None else dtype,
+        lower=lower,
+        upper=upper,
     )
 
 

@@ -36,7 +36,15 @@ from diff_compress.entropy_models import (
 from diff_compress.errors import BitstreamError, EncodeError, NonFiniteError
 from diff_compress.flow import FlowSchedule, flow_weighting
 from diff_compress.gdn import GDN
-from diff_compress.metrics import bits_per_pixel, hf_energy_ratio, psnr, ssim
+from diff_compress.metrics import (
+    MSSSIM,
+    bits_per_pixel,
+    feature_distance,
+    hf_energy_ratio,
+    ms_ssim,
+    psnr,
+    ssim,
+)
 from diff_compress.pipeline import (
     Compressor,
     EncodeStats,
@@ -89,6 +97,7 @@ __all__ = [
     "HyperAnalysis",
     "HyperSynthesis",
     "MSECodec",
+    "MSSSIM",
     "NonFiniteError",
     "SynthesisTransform",
     "TiledDenoiser",
@@ -105,6 +114,7 @@ __all__ = [
     "decompress_file",
     "encode_symbols",
     "export_coding_tables",
+    "feature_distance",
     "flow_weighting",
     "fuzz_decoder",
     "gaussian_posterior_oracle",
@@ -112,6 +122,7 @@ __all__ = [
     "ideal_bits",
     "load_codec",
     "load_decoder",
+    "ms_ssim",
     "offline_photos",
     "pack",
     "posterior_sample",

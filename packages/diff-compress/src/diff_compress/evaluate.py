@@ -1,6 +1,14 @@
-"""Rate-distortion evaluation: file bpp, PSNR, SSIM and the spectral realism proxy for the MSE
-decoder, the diffusion decoder at several step counts, and Pillow's JPEG (a reference curve and
-the quality whose bpp is closest); pictures ``rd_curve.png`` and ``comparison.png``."""
+"""Rate-distortion evaluation: file bpp, PSNR, SSIM, MS-SSIM, the spectral realism proxy and
+PFD-rand for the MSE decoder, the diffusion decoder at several step counts, and Pillow's JPEG (a
+reference curve and the quality whose bpp is closest); Pillow's lossy WebP is a second reference
+curve; pictures ``rd_curve.png`` and ``comparison.png``.
+
+Per reconstruction, ``ms_ssim`` is the value of :func:`~diff_compress.metrics.ms_ssim` and
+``ms_ssim_scales`` the number of scales it used (fewer than 5 below 176 px); ``pfd_rand`` is
+:func:`~diff_compress.metrics.feature_distance` (PFD-rand, patches 64, stride 32, seed 0) between
+the reconstruction's and the original's patches. An image that gives fewer than 2 such patches
+(a side under 64 px, or both sides under 96 px) has no covariance to fit: its ``pfd_rand`` is
+``None`` (``null`` in metrics.json, "—" in metrics.md) and ``evaluate`` prints so."""
 
 from __future__ import annotations
 
@@ -13,35 +21,57 @@ from typing import Any
 import numpy as np
 
 from diff_compress.files import save_json, write_atomic
-from diff_compress.metrics import bits_per_pixel, hf_energy_ratio, psnr, ssim
+from diff_compress.metrics import (
+    bits_per_pixel,
+    feature_distance,
+    hf_energy_ratio,
+    ms_ssim,
+    psnr,
+    ssim,
+)
 from diff_compress.pipeline import Compressor
 
-__all__ = ["evaluate", "jpeg_curve", "jpeg_matched"]
+__all__ = ["evaluate", "jpeg_curve", "jpeg_matched", "webp_curve"]
 
 JPEG_QUALITIES = (1, 3, 5, 8, 12, 20, 30, 45, 60, 75, 90)
+WEBP_QUALITIES = (0, 5, 10, 20, 30, 45, 60, 75, 90)
+PFD_PATCH, PFD_STRIDE = 64, 32
 
 
-def _jpeg(img: np.ndarray, quality: int) -> tuple[bytes, np.ndarray]:
+def _pillow(img: np.ndarray, quality: int, fmt: str = "JPEG") -> tuple[bytes, np.ndarray]:
+    """``img`` coded by Pillow in ``fmt`` (JPEG or lossy WEBP) at ``quality``: (file, decoded)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    Image.fromarray(img).save(buf, format=fmt, quality=int(quality))
     data = buf.getvalue()
     with Image.open(io.BytesIO(data)) as im:
         dec = np.asarray(im.convert("RGB" if img.ndim == 3 else "L"))
     return data, dec
 
 
-def jpeg_curve(
-    img: np.ndarray, qualities: Sequence[int] = JPEG_QUALITIES
-) -> list[dict[str, float]]:
-    """``[{quality, bpp, psnr}]`` of Pillow JPEG on ``img``."""
+def _reference_curve(img: np.ndarray, qualities: Sequence[int], fmt: str) -> list[dict[str, float]]:
     h, w = img.shape[:2]
     out = []
     for q in qualities:
-        data, dec = _jpeg(img, q)
+        data, dec = _pillow(img, q, fmt)
         out.append({"quality": q, "bpp": bits_per_pixel(data, h, w), "psnr": psnr(img, dec)})
     return out
+
+
+def jpeg_curve(
+    img: np.ndarray, qualities: Sequence[int] = JPEG_QUALITIES
+) -> list[dict[str, float]]:
+    """``[{quality, bpp, psnr}]`` of Pillow JPEG on ``img`` (file bpp, header included)."""
+    return _reference_curve(img, qualities, "JPEG")
+
+
+def webp_curve(
+    img: np.ndarray, qualities: Sequence[int] = WEBP_QUALITIES
+) -> list[dict[str, float]]:
+    """``[{quality, bpp, psnr}]`` of Pillow's lossy WebP (libwebp) on ``img`` (file bpp, RIFF
+    container included): the second reference curve of ``rd_curve.png``."""
+    return _reference_curve(img, qualities, "WEBP")
 
 
 def jpeg_matched(img: np.ndarray, bpp: float) -> dict[str, Any]:
@@ -49,7 +79,7 @@ def jpeg_matched(img: np.ndarray, bpp: float) -> dict[str, Any]:
     h, w = img.shape[:2]
     best = None
     for q in range(1, 96):
-        data, dec = _jpeg(img, q)
+        data, dec = _pillow(img, q)
         r = bits_per_pixel(data, h, w)
         if best is None or abs(r - bpp) < abs(best["bpp"] - bpp):
             best = {"quality": q, "bpp": r, "psnr": psnr(img, dec), "image": dec}
@@ -57,11 +87,25 @@ def jpeg_matched(img: np.ndarray, bpp: float) -> dict[str, Any]:
     return best
 
 
-def _row(img: np.ndarray, rec: np.ndarray) -> dict[str, float]:
+def _pfd_patches(img: np.ndarray) -> int:
+    """How many PFD-rand patches (64 px, stride 32) ``img`` gives."""
+    h, w = img.shape[:2]
+    if min(h, w) < PFD_PATCH:
+        return 0
+    return ((h - PFD_PATCH) // PFD_STRIDE + 1) * ((w - PFD_PATCH) // PFD_STRIDE + 1)
+
+
+def _row(img: np.ndarray, rec: np.ndarray, pfd: bool = True) -> dict[str, Any]:
+    ms = ms_ssim(img, rec)
     return {
         "psnr": psnr(img, rec),
         "ssim": ssim(img, rec),
+        "ms_ssim": ms.value,
+        "ms_ssim_scales": ms.scales,
         "hf_ratio": hf_energy_ratio(rec, img),
+        "pfd_rand": (
+            feature_distance(rec, img, patch=PFD_PATCH, stride=PFD_STRIDE, seed=0) if pfd else None
+        ),
     }
 
 
@@ -80,10 +124,11 @@ def evaluate(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"models": {}, "jpeg": {}, "steps": list(steps)}
+    results: dict[str, Any] = {"models": {}, "jpeg": {}, "webp": {}, "steps": list(steps)}
     recon: dict[str, dict[str, np.ndarray]] = {}
     for name, img in images.items():
         results["jpeg"][name] = jpeg_curve(img)
+        results["webp"][name] = webp_curve(img)
     for md in model_dirs:
         comp = Compressor.load(md)
         key = Path(md).name
@@ -91,22 +136,28 @@ def evaluate(
         for name, img in tqdm(images.items(), desc=f"evaluate {key}", disable=not progress):
             data = comp.compress(img, seed=seed)
             h, w = img.shape[:2]
+            pfd = _pfd_patches(img) >= 2
+            if not pfd:
+                print(
+                    f"evaluate: {name} ({h}×{w}) gives fewer than 2 PFD-rand patches of "
+                    f"{PFD_PATCH} px (stride {PFD_STRIDE}): pfd_rand = None"
+                )
             enc = comp.encode_stats(img)
             mse = comp.decompress(data)
             row: dict[str, Any] = {
                 "bpp": bits_per_pixel(data, h, w),
                 "bpp_estimate": enc.bits_estimate / (h * w),
-                "mse": _row(img, mse),
+                "mse": _row(img, mse, pfd),
             }
             rec = {"original": img, "MSE": mse}
             if comp.decoder is not None:
                 for s in steps:
                     dif = comp.decompress(data, decoder="diffusion", steps=int(s))
-                    row[f"diffusion_{s}"] = _row(img, dif)
+                    row[f"diffusion_{s}"] = _row(img, dif, pfd)
                     rec[f"diffusion {s}"] = dif
             jm = jpeg_matched(img, row["bpp"])
             rec["JPEG"] = jm.pop("image")
-            jm.update(_row(img, rec["JPEG"]))
+            jm.update(_row(img, rec["JPEG"], pfd))
             row["jpeg_matched"] = jm
             rows[name] = row
             recon.setdefault(key, {})[name] = rec  # type: ignore[assignment]
@@ -120,8 +171,9 @@ def evaluate(
 
 def _markdown(results: dict[str, Any], path: Path) -> None:
     lines = [
-        "| model | image | decoder | bpp (file) | bpp (est.) | PSNR | SSIM | hf ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | image | decoder | bpp (file) | bpp (est.) | PSNR | SSIM | MS-SSIM (scales) "
+        "| hf ratio | PFD-rand |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, rows in results["models"].items():
         for name, row in rows.items():
@@ -131,10 +183,19 @@ def _markdown(results: dict[str, Any], path: Path) -> None:
                 r = row[dec]
                 bpp = r["bpp"] if dec == "jpeg_matched" else row["bpp"]
                 est = "" if dec == "jpeg_matched" else f"{row['bpp_estimate']:.4f}"
+                pfd = "—" if r.get("pfd_rand") is None else f"{r['pfd_rand']:.4g}"
                 lines.append(
                     f"| {key} | {name} | {dec} | {bpp:.4f} | {est} | {r['psnr']:.2f} | "
-                    f"{r['ssim']:.4f} | {r['hf_ratio']:.3f} |"
+                    f"{r['ssim']:.4f} | {r['ms_ssim']:.4f} ({r['ms_ssim_scales']}) | "
+                    f"{r['hf_ratio']:.3f} | {pfd} |"
                 )
+    lines.append("")
+    lines.append(
+        "MS-SSIM: Wang, Simoncelli & Bovik 2003, 5 scales from 176 px (fewer on smaller images, "
+        "weights renormalised). PFD-rand: Fréchet distance of a fixed random conv net's features "
+        f"of {PFD_PATCH}-px patches (stride {PFD_STRIDE}, seed 0), reconstruction vs original; "
+        "not FID; comparable only within one run; — = fewer than 2 patches."
+    )
     write_atomic(path, ("\n".join(lines) + "\n").encode())
 
 
@@ -149,6 +210,10 @@ def _rd_plot(results: dict[str, Any], path: Path) -> None:
     jb = np.mean([[p["bpp"] for p in results["jpeg"][n]] for n in names], axis=0)
     jp = np.mean([[p["psnr"] for p in results["jpeg"][n]] for n in names], axis=0)
     axes[0].plot(jb, jp, "k--o", ms=3, label="JPEG (Pillow)")
+    if results.get("webp"):
+        wb = np.mean([[p["bpp"] for p in results["webp"][n]] for n in names], axis=0)
+        wp = np.mean([[p["psnr"] for p in results["webp"][n]] for n in names], axis=0)
+        axes[0].plot(wb, wp, ":", color="gray", marker="s", ms=3, label="WebP (Pillow)")
     for key, rows in results["models"].items():
         bpp = np.mean([r["bpp"] for r in rows.values()])
         axes[0].plot(

@@ -1,12 +1,26 @@
-"""Host-side image metrics (numpy). Nothing here is FID or LPIPS: PSNR, SSIM, the file rate and a
-spectral realism proxy (``hf_energy_ratio``) only.
+"""Host-side image metrics (numpy). Nothing here is FID or LPIPS: PSNR, SSIM, MS-SSIM, the file
+rate, a spectral realism proxy (``hf_energy_ratio``) and PFD-rand (``feature_distance``, a Fréchet
+distance of a fixed *random* conv net's features of image patches) only.
 """
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import numpy as np
 
-__all__ = ["bits_per_pixel", "hf_energy_ratio", "psnr", "ssim"]
+__all__ = [
+    "MS_SSIM_WEIGHTS",
+    "MSSSIM",
+    "bits_per_pixel",
+    "feature_distance",
+    "hf_energy_ratio",
+    "ms_ssim",
+    "psnr",
+    "ssim",
+]
 
 
 def bits_per_pixel(data: bytes, height: int, width: int) -> float:
@@ -16,10 +30,10 @@ def bits_per_pixel(data: bytes, height: int, width: int) -> float:
     return 8.0 * len(data) / (height * width)
 
 
-def _u8(name: str, a: np.ndarray) -> np.ndarray:
+def _u8(name: str, a: np.ndarray, func: str = "psnr") -> np.ndarray:
     a = np.asarray(a)
     if a.dtype != np.uint8:
-        raise TypeError(f"psnr: {name} must be uint8, got {a.dtype}")
+        raise TypeError(f"{func}: {name} must be uint8, got {a.dtype}")
     return a
 
 
@@ -37,7 +51,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     covariance, data range 255 (channel axis last for colour)."""
     from skimage.metrics import structural_similarity
 
-    a, b = _u8("a", a), _u8("b", b)
+    a, b = _u8("a", a, "ssim"), _u8("b", b, "ssim")
     return float(
         structural_similarity(
             a,
@@ -72,3 +86,356 @@ def hf_energy_ratio(out: np.ndarray, ref: np.ndarray) -> float:
         return float(p[r > 0.25].sum())
 
     return hf(out) / max(hf(ref), 1e-30)
+
+
+# --------------------------------------------------------------------------------------------
+# MS-SSIM
+
+#: Per-scale exponents of Wang, Simoncelli & Bovik (2003), finest scale first (they sum to 1.0001).
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+_WIN = 11  # the 11×11 Gaussian window of ``ssim``: σ = 1.5, radius int(3.5·σ + 0.5) = 5
+_SIGMA = 1.5
+_K1, _K2 = 0.01, 0.03
+_RANGE = 255.0
+
+
+class MSSSIM(NamedTuple):
+    """The result of :func:`ms_ssim`.
+
+    ``value`` is the MS-SSIM, ``scales`` how many scales were used (5 when the short side is at
+    least 176 px, fewer on smaller images) and ``weights`` the exponents applied, finest scale
+    first. ``float(result)`` is ``result.value``.
+    """
+
+    value: float
+    scales: int
+    weights: tuple[float, ...]
+
+    def __float__(self) -> float:
+        return self.value
+
+
+def _window_1d() -> np.ndarray:
+    r = (_WIN - 1) // 2
+    k = np.exp(-0.5 * (np.arange(-r, r + 1, dtype=np.float64) / _SIGMA) ** 2)
+    return k / k.sum()
+
+
+def _valid_filter(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Separable correlation of (H, W, C) with ``k ⊗ k`` over the valid region only."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    x = sliding_window_view(x, k.size, axis=0) @ k  # (H − 10, W, C)
+    return sliding_window_view(x, k.size, axis=1) @ k  # (H − 10, W − 10, C)
+
+
+def _ssim_terms(x: np.ndarray, y: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel means of the contrast-structure map and of the full SSIM map."""
+    c1, c2 = (_K1 * _RANGE) ** 2, (_K2 * _RANGE) ** 2
+    mx, my = _valid_filter(x, k), _valid_filter(y, k)
+    vxx = _valid_filter(x * x, k) - mx * mx
+    vyy = _valid_filter(y * y, k) - my * my
+    vxy = _valid_filter(x * y, k) - mx * my
+    cs = (2.0 * vxy + c2) / (vxx + vyy + c2)
+    lum = (2.0 * mx * my + c1) / (mx * mx + my * my + c1)
+    return cs.mean(axis=(0, 1)), (lum * cs).mean(axis=(0, 1))
+
+
+def _pool2(x: np.ndarray) -> np.ndarray:
+    """2×2 average pooling, stride 2; an odd last row or column is dropped."""
+    h, w = x.shape[0] // 2, x.shape[1] // 2
+    return x[: 2 * h, : 2 * w].reshape(h, 2, w, 2, x.shape[2]).mean(axis=(1, 3))
+
+
+def _ms_ssim_images(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    func = "ms_ssim"
+    x, y = _u8("a", a, func), _u8("b", b, func)
+    if x.ndim not in (2, 3) or (x.ndim == 3 and x.shape[2] != 3):
+        raise ValueError(
+            f"{func}: a must be a grey (H, W) or colour (H, W, 3) image, got shape {x.shape}"
+        )
+    if y.shape != x.shape:
+        raise ValueError(f"{func}: b must have the shape of a {x.shape}, got {y.shape}")
+    if min(x.shape[:2]) < _WIN:
+        raise ValueError(
+            f"{func}: a and b must be at least {_WIN}×{_WIN} pixels (the Gaussian window), "
+            f"got {x.shape[0]}×{x.shape[1]}"
+        )
+    if x.ndim == 2:
+        x, y = x[..., None], y[..., None]
+    return x.astype(np.float64), y.astype(np.float64)
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray, *, scales: int | None = None) -> MSSSIM:
+    """Multi-scale SSIM of two uint8 images (data range 255), grey (H, W) or colour (H, W, 3).
+
+    Z. Wang, E. P. Simoncelli, A. C. Bovik, "Multiscale structural similarity for image quality
+    assessment", Asilomar Conference on Signals, Systems and Computers, 2003. At each scale the
+    SSIM terms are computed as in :func:`ssim` (an 11×11 Gaussian window, σ = 1.5, normalised to
+    sum 1, over the valid region only; population statistics; ``C1 = (0.01·255)²``,
+    ``C2 = (0.03·255)²``) and averaged over space per channel; between scales the images are
+    2×2 average-pooled (stride 2; an odd last row or column is dropped). Following the paper and
+    ``tf.image.ssim_multiscale``, the contrast-structure term ``cs`` enters at every scale but the
+    coarsest, where the full SSIM (luminance × contrast-structure) enters instead::
+
+        MS-SSIM_c = Π_{j<M} relu(cs_j,c)^w_j · relu(SSIM_M,c)^w_M,    MS-SSIM = mean_c MS-SSIM_c
+
+    with ``w = MS_SSIM_WEIGHTS`` = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), the channel mean
+    taken last (as tf does). Computed in float64 on the host.
+
+    Negative terms: a spatially averaged ``cs`` (or the coarsest SSIM) can be negative for
+    anti-correlated images, and a negative number has no real fractional power. Like tf, the
+    terms are clipped at 0 (``relu``) before the powers, so such a pair scores 0 and the result
+    lies in [0, 1].
+
+    Scales: every scale needs at least 11 px on the short side, so 5 scales need a short side of
+    at least ``11·2⁴ = 176`` px. On smaller images the coarsest scales are dropped (``M`` is the
+    largest with ``short_side ≥ 11·2^(M−1)``: 4 scales from 88 px, 3 from 44, 2 from 22, 1 from
+    11) and the first ``M`` weights are renormalised to sum to 1; with all 5 scales the paper's
+    weights are used as published (sum 1.0001, as tf does). With one scale the result is the
+    mean SSIM, i.e. :func:`ssim` (clipped at 0). tf instead shrinks the window on small images
+    and pads odd sizes before pooling, so on images below 176 px or of odd sizes the numbers
+    differ from tf's.
+
+    Args:
+      a, b: uint8 images of one shape, (H, W) or (H, W, 3), short side ≥ 11.
+      scales: ``None`` (default) for as many scales as the image allows, at most 5; an int in
+        1..5 to ask for exactly that many (the image must be large enough for them).
+
+    Returns:
+      :class:`MSSSIM` ``(value, scales, weights)``: the MS-SSIM, the number of scales used and
+      the exponents applied. ``float(result)`` gives the value.
+
+    Raises:
+      TypeError: ``a`` or ``b`` is not uint8, or ``scales`` is not an int.
+      ValueError: bad shape, shapes differ, the image is smaller than 11×11 or too small for
+        the requested ``scales``, or ``scales`` is outside 1..5.
+    """
+    func = "ms_ssim"
+    x, y = _ms_ssim_images(a, b)
+    short = min(x.shape[:2])
+    n_max = max(m for m in range(1, len(MS_SSIM_WEIGHTS) + 1) if short >= _WIN * 2 ** (m - 1))
+    if scales is None:
+        n = n_max
+    else:
+        if isinstance(scales, bool) or not isinstance(scales, numbers.Integral):
+            raise TypeError(f"{func}: scales must be None or an int in 1..5, got {scales!r}")
+        n = int(scales)
+        if not 1 <= n <= len(MS_SSIM_WEIGHTS):
+            raise ValueError(f"{func}: scales must be None or an int in 1..5, got {scales!r}")
+        if n > n_max:
+            raise ValueError(
+                f"{func}: scales={n} needs a short side of at least {_WIN * 2 ** (n - 1)} px "
+                f"(11·2^(scales−1)), got {x.shape[0]}×{x.shape[1]} (at most {n_max} scales)"
+            )
+    w = np.asarray(MS_SSIM_WEIGHTS[:n], np.float64)
+    if n < len(MS_SSIM_WEIGHTS):
+        w = w / w.sum()
+    k = _window_1d()
+    terms = []
+    for j in range(n):
+        cs, full = _ssim_terms(x, y, k)
+        terms.append(full if j == n - 1 else cs)
+        if j < n - 1:
+            x, y = _pool2(x), _pool2(y)
+    t = np.maximum(np.stack(terms), 0.0)  # (scales, C), relu as in tf
+    per_channel = np.prod(t ** w[:, None], axis=0)
+    return MSSSIM(float(per_channel.mean()), n, tuple(float(v) for v in w))
+
+
+# --------------------------------------------------------------------------------------------
+# PFD-rand
+
+
+def _feature_images(func: str, arg: str, images: Any) -> list[np.ndarray]:
+    """One uint8 image (H, W) / (H, W, 3), an (N, H, W, C) uint8 array, or a sequence of images
+    -> a list of (H, W, C) uint8 arrays with C in {1, 3}."""
+    expected = "a uint8 image (H, W) or (H, W, 3), an (N, H, W, C) uint8 array or a list of images"
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            items = list(images)
+        elif images.ndim in (2, 3):
+            items = [images]
+        else:
+            raise ValueError(f"{func}: {arg} must be {expected}, got shape {images.shape}")
+    elif isinstance(images, (list, tuple)):
+        items = list(images)
+        if not items:
+            raise ValueError(f"{func}: {arg} must hold at least one image, got an empty sequence")
+    else:
+        raise TypeError(f"{func}: {arg} must be {expected}, got {type(images).__name__}")
+    out = []
+    for i, im in enumerate(items):
+        where = arg if len(items) == 1 else f"{arg}[{i}]"
+        if not isinstance(im, np.ndarray):
+            raise TypeError(f"{func}: {where} must be a uint8 numpy array, got {type(im).__name__}")
+        if im.dtype != np.uint8:
+            raise TypeError(f"{func}: {where} must be uint8 (values 0..255), got {im.dtype}")
+        if im.ndim == 2:
+            im = im[..., None]
+        if im.ndim != 3 or im.shape[2] not in (1, 3):
+            raise ValueError(f"{func}: {where} must be shaped (H, W) or (H, W, 3), got {im.shape}")
+        out.append(im)
+    return out
+
+
+def _positive_int(func: str, arg: str, v: Any, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{func}: {arg} must be an int >= {minimum}, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{func}: {arg} must be an int >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _patches(
+    func: str, arg: str, images: list[np.ndarray], patch: int | None, stride: int
+) -> np.ndarray:
+    """(N, p, p, C) float32 patches in [−1, 1] on a regular grid (top-left corners 0, stride,
+    2·stride, … while the patch fits); ``patch=None``: the whole images (one size)."""
+    if patch is None:
+        shape = images[0].shape
+        for i, im in enumerate(images):
+            if im.shape != shape:
+                raise ValueError(
+                    f"{func}: with patch=None every image of {arg} must have the shape of "
+                    f"{arg}[0] {shape}, got {im.shape} ({arg}[{i}])"
+                )
+        crops = np.stack(images)
+    else:
+        parts = []
+        for i, im in enumerate(images):
+            h, w = im.shape[:2]
+            if min(h, w) < patch:
+                raise ValueError(
+                    f"{func}: every image of {arg} must be at least patch={patch} px on each side, "
+                    f"got {h}×{w} ({arg}[{i}])"
+                )
+            for top in range(0, h - patch + 1, stride):
+                for left in range(0, w - patch + 1, stride):
+                    parts.append(im[top : top + patch, left : left + patch])
+        crops = np.stack(parts)
+    if crops.shape[0] < 2:
+        raise ValueError(
+            f"{func}: {arg} must give at least 2 patches (a covariance needs 2 samples), got "
+            f"{crops.shape[0]}; pass more images or a smaller patch/stride"
+        )
+    return crops.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def feature_distance(
+    a: Any,
+    b: Any,
+    *,
+    features: str | Callable[[np.ndarray], Any] = "random-conv",
+    patch: int | None = 64,
+    stride: int = 32,
+    seed: int = 0,
+) -> float:
+    """**PFD-rand**: Fréchet distance between features of overlapping patches of ``a`` and ``b``.
+
+    Both sides are cut into ``patch × patch`` patches whose top-left corners lie on a grid of
+    step ``stride`` (0, stride, 2·stride, … while the patch fits; no extra patch flush with the
+    border), pooled over all images of the side (≈ 190–230 patches per 400×600 photo with the
+    defaults), mapped from uint8 [0, 255] to float [−1, 1] (``x / 127.5 − 1``) and embedded by
+    ``features``. The distance is diff-core's ``frechet_distance`` between Gaussian fits of the
+    two feature sets (Dowson & Landau 1982; the construction of FID, Heusel et al.,
+    arXiv 1706.08500 — but this is **not FID**).
+
+    With ``features="random-conv"`` (the default) the embedding is diff-pixel's
+    ``diff_pixel.metrics.random_conv_features``: a fixed, seeded, *untrained* 4-layer conv net
+    (ReLU, global average pool, 64-d; random embeddings as evaluation features: Naeem et al.,
+    arXiv 2002.09797), and the distance is diff-pixel's ``photo_feature_distance``; reports call
+    it **PFD-rand**. Its numbers are only comparable within one seed, patch size and stride.
+
+    ``features`` may instead be a callable ``images (N, p, p, C) float32 in [−1, 1] -> (N, D)``;
+    then the caller names the metric (e.g. a trained ``diff_pixel.metrics.DigitsClassifier``'s
+    ``.features`` with ``patch=None`` on digits gives an FD-digits). There is no
+    ``features="digits-classifier"`` string: diff-pixel exposes the digits features only as a
+    method of a classifier trained with ``train_digits_classifier`` (≈ 20 CPU seconds), which a
+    string cannot carry; pass the bound method.
+
+    Args:
+      a, b: each a uint8 image (H, W) or (H, W, 3), an (N, H, W, C) uint8 array or a list of
+        such images (sizes may differ when ``patch`` is an int); all images of both sides must
+        have the same number of channels. Grey images reach the random network as repeated RGB.
+      features: ``"random-conv"`` or a callable (above).
+      patch: patch side in px (≥ 8 for ``"random-conv"``), or ``None`` to use the whole images
+        as the samples (then all images of a side share one size and ``stride`` is unused).
+      stride: grid step in px (patches overlap when ``stride < patch``).
+      seed: the random network's seed (unused with a callable).
+
+    Returns:
+      The Fréchet distance (float, ≥ 0 up to rounding). Identical sides give 0 up to the
+      rounding of the matrix square roots: within ~1e-10 when each side has well over 64
+      patches (a 512×512 photo gives 225), but up to ~1e-6 with fewer than 65 patches, where
+      the 64-d covariance is singular. Few patches also make the Gaussian fits noisy: compare
+      PFD-rand values only at one patch count.
+
+    Raises:
+      TypeError / ValueError naming the argument: not uint8, bad shapes, mixed channel counts,
+      an image smaller than ``patch``, fewer than 2 patches on a side, a bad ``features``,
+      ``patch``, ``stride`` or ``seed``, or features that are not a finite (N, D) array.
+    """
+    func = "feature_distance"
+    if isinstance(features, str):
+        if features != "random-conv":
+            raise ValueError(
+                f"{func}: features must be 'random-conv' or a callable images -> features, got "
+                f"{features!r} (for digits pass a DigitsClassifier's .features)"
+            )
+    elif not callable(features):
+        raise TypeError(
+            f"{func}: features must be 'random-conv' or a callable images -> features, got "
+            f"{type(features).__name__}"
+        )
+    if patch is not None:
+        patch = _positive_int(func, "patch", patch, 8 if isinstance(features, str) else 1)
+    stride = _positive_int(func, "stride", stride)
+    seed = _positive_int(func, "seed", seed, 0)
+    ims_a = _feature_images(func, "a", a)
+    ims_b = _feature_images(func, "b", b)
+    channels = ims_a[0].shape[2]
+    for arg, ims in (("a", ims_a), ("b", ims_b)):
+        for i, im in enumerate(ims):
+            if im.shape[2] != channels:
+                raise ValueError(
+                    f"{func}: every image of a and b must have the channel count of a[0] "
+                    f"({channels}), got {im.shape[2]} ({arg}[{i}])"
+                )
+    pa = _patches(func, "a", ims_a, patch, stride)
+    pb = _patches(func, "b", ims_b, patch, stride)
+    if pa.shape[1:] != pb.shape[1:]:
+        raise ValueError(
+            f"{func}: b's samples must have the (H, W, C) of a's {pa.shape[1:]}, got {pb.shape[1:]}"
+        )
+    if isinstance(features, str):
+        from diff_pixel.metrics import photo_feature_distance
+
+        return photo_feature_distance(pa, pb, seed=seed)
+    from diff_core.metrics import frechet_distance
+
+    fa = _user_features(func, features, pa)
+    fb = _user_features(func, features, pb)
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(
+            f"{func}: features must give one dimension for a and b, got {fa.shape[1]} and "
+            f"{fb.shape[1]}"
+        )
+    return float(frechet_distance(fa, fb))
+
+
+def _user_features(func: str, features: Callable[[np.ndarray], Any], x: np.ndarray) -> np.ndarray:
+    f = np.asarray(features(x))
+    if f.ndim != 2 or f.shape[0] != x.shape[0] or f.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{func}: features must return a real (N, D) array with N = {x.shape[0]} samples, "
+            f"got {f.dtype} {f.shape}"
+        )
+    f = f.astype(np.float64)
+    if not np.all(np.isfinite(f)):
+        raise ValueError(
+            f"{func}: features must return finite values, got {int(np.sum(~np.isfinite(f)))} "
+            "non-finite"
+        )
+    return f

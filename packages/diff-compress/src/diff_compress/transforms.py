@@ -11,23 +11,32 @@ arXiv 1809.02736); NHWC, "SAME" padding, strided convolutions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from diff_compress.gdn import GDN
+from diff_pixel.nn.init import jax_lecun_normal
 
 __all__ = ["AnalysisTransform", "HyperAnalysis", "HyperSynthesis", "SynthesisTransform"]
 
 SCALE_MIN = 0.11
 
 
+def _square(layer: type, cin: int, cout: int, k: int, stride: int, rngs: nnx.Rngs) -> Any:
+    """A k×k ``layer`` (conv or transposed conv), SAME padding, Flax's default kernel values."""
+    kw = dict(strides=(stride, stride), padding="SAME", kernel_init=jax_lecun_normal())
+    return layer(cin, cout, (k, k), **kw, rngs=rngs)
+
+
 def _conv(cin: int, cout: int, k: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
-    return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding="SAME", rngs=rngs)
+    return _square(nnx.Conv, cin, cout, k, stride, rngs)
 
 
 def _deconv(cin: int, cout: int, k: int, stride: int, rngs: nnx.Rngs) -> nnx.ConvTranspose:
-    return nnx.ConvTranspose(cin, cout, (k, k), strides=(stride, stride), padding="SAME", rngs=rngs)
+    return _square(nnx.ConvTranspose, cin, cout, k, stride, rngs)
 
 
 class AnalysisTransform(nnx.Module):

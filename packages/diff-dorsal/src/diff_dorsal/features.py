@@ -43,6 +43,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from diff_pixel.nn.init import jax_lecun_normal
 from diff_protocol.errors import arg_error
 from diff_protocol.io import atomic_write
 
@@ -117,14 +118,20 @@ class SceneFeatureNet(nnx.Module):
         self.convs = nnx.List(
             [
                 nnx.Conv(
-                    ci, co, (3, 3), strides=(1, 1) if i == 0 else (2, 2), padding="SAME", rngs=rngs
+                    ci,
+                    co,
+                    (3, 3),
+                    strides=(1, 1) if i == 0 else (2, 2),
+                    padding="SAME",
+                    kernel_init=jax_lecun_normal(),
+                    rngs=rngs,
                 )
                 for i, (ci, co) in enumerate(zip(ins, ch))
             ]
         )
         self.count_head = nnx.Linear(ch[3], config.max_count + 1, rngs=rngs)
         self.colour_head = nnx.Linear(ch[3], 3, rngs=rngs)
-        self.occupancy_head = nnx.Conv(ch[2], 1, (1, 1), rngs=rngs)
+        self.occupancy_head = nnx.Conv(ch[2], 1, (1, 1), kernel_init=jax_lecun_normal(), rngs=rngs)
 
     def stages(self, x: jax.Array) -> list[jax.Array]:
         """The four stage activations (after ReLU) of images ``(N, h, w, 3)`` in [0, 1]."""

@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from diff_pixel.data.digits import digits
+from diff_pixel.nn.init import jax_lecun_normal
 from diff_protocol.io import atomic_write
 
 __all__ = ["DigitsCNN", "DigitsClassifier", "train_digits_classifier"]
@@ -36,8 +37,13 @@ class DigitsCNN(nnx.Module):
     """The classifier network (see the module docstring)."""
 
     def __init__(self, rngs: nnx.Rngs) -> None:
-        self.conv1 = nnx.Conv(1, 16, (3, 3), padding="SAME", rngs=rngs)
-        self.conv2 = nnx.Conv(16, 32, (3, 3), padding="SAME", rngs=rngs)
+        # Flax's default kernel values, drawn flat (compile time; diff_pixel.nn.init)
+        self.conv1 = nnx.Conv(
+            1, 16, (3, 3), padding="SAME", kernel_init=jax_lecun_normal(), rngs=rngs
+        )
+        self.conv2 = nnx.Conv(
+            16, 32, (3, 3), padding="SAME", kernel_init=jax_lecun_normal(), rngs=rngs
+        )
         self.dense1 = nnx.Linear(4 * 4 * 32, 64, rngs=rngs)
         self.dense2 = nnx.Linear(64, 10, rngs=rngs)
 
