@@ -42,6 +42,7 @@ from diff_compress.metrics import (
     feature_distance,
     hf_energy_ratio,
     ms_ssim,
+    patch_features,
     psnr,
     ssim,
 )
@@ -123,6 +124,7 @@ __all__ = [
     "load_codec",
     "load_decoder",
     "ms_ssim",
+    "patch_features",
     "offline_photos",
     "pack",
     "posterior_sample",

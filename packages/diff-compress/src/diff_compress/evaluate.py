@@ -20,15 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from diff_compress import metrics
 from diff_compress.files import save_json, write_atomic
-from diff_compress.metrics import (
-    bits_per_pixel,
-    feature_distance,
-    hf_energy_ratio,
-    ms_ssim,
-    psnr,
-    ssim,
-)
+from diff_compress.metrics import bits_per_pixel, psnr
 from diff_compress.pipeline import Compressor
 
 __all__ = ["evaluate", "jpeg_curve", "jpeg_matched", "webp_curve"]
@@ -95,17 +89,29 @@ def _pfd_patches(img: np.ndarray) -> int:
     return ((h - PFD_PATCH) // PFD_STRIDE + 1) * ((w - PFD_PATCH) // PFD_STRIDE + 1)
 
 
-def _row(img: np.ndarray, rec: np.ndarray, pfd: bool = True) -> dict[str, Any]:
-    ms = ms_ssim(img, rec)
+def _pfd_features(img: np.ndarray) -> np.ndarray:
+    return metrics.patch_features(img, patch=PFD_PATCH, stride=PFD_STRIDE, seed=0)
+
+
+def _row(
+    img: np.ndarray, rec: np.ndarray, pfd: bool = True, reference: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The metrics of reconstruction ``rec`` of ``img``; ``reference`` = ``_pfd_features(img)``
+    when the caller scores several reconstructions of one image (computed once)."""
+    from diff_core.metrics import frechet_distance
+
+    ms = metrics.ms_ssim(img, rec)
+    pfd_rand = None
+    if pfd:
+        ref = _pfd_features(img) if reference is None else reference
+        pfd_rand = float(frechet_distance(_pfd_features(rec), ref))
     return {
         "psnr": psnr(img, rec),
-        "ssim": ssim(img, rec),
+        "ssim": metrics.ssim(img, rec),
         "ms_ssim": ms.value,
         "ms_ssim_scales": ms.scales,
-        "hf_ratio": hf_energy_ratio(rec, img),
-        "pfd_rand": (
-            feature_distance(rec, img, patch=PFD_PATCH, stride=PFD_STRIDE, seed=0) if pfd else None
-        ),
+        "hf_ratio": metrics.hf_energy_ratio(rec, img),
+        "pfd_rand": pfd_rand,
     }
 
 
@@ -126,9 +132,16 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"models": {}, "jpeg": {}, "webp": {}, "steps": list(steps)}
     recon: dict[str, dict[str, np.ndarray]] = {}
+    refs: dict[str, np.ndarray | None] = {}  # PFD-rand features of each original, once
     for name, img in images.items():
         results["jpeg"][name] = jpeg_curve(img)
         results["webp"][name] = webp_curve(img)
+        refs[name] = _pfd_features(img) if _pfd_patches(img) >= 2 else None
+        if refs[name] is None:
+            print(
+                f"evaluate: {name} ({img.shape[0]}×{img.shape[1]}) gives fewer than 2 PFD-rand "
+                f"patches of {PFD_PATCH} px (stride {PFD_STRIDE}): pfd_rand = None"
+            )
     for md in model_dirs:
         comp = Compressor.load(md)
         key = Path(md).name
@@ -136,28 +149,23 @@ def evaluate(
         for name, img in tqdm(images.items(), desc=f"evaluate {key}", disable=not progress):
             data = comp.compress(img, seed=seed)
             h, w = img.shape[:2]
-            pfd = _pfd_patches(img) >= 2
-            if not pfd:
-                print(
-                    f"evaluate: {name} ({h}×{w}) gives fewer than 2 PFD-rand patches of "
-                    f"{PFD_PATCH} px (stride {PFD_STRIDE}): pfd_rand = None"
-                )
+            ref = refs[name]
             enc = comp.encode_stats(img)
             mse = comp.decompress(data)
             row: dict[str, Any] = {
                 "bpp": bits_per_pixel(data, h, w),
                 "bpp_estimate": enc.bits_estimate / (h * w),
-                "mse": _row(img, mse, pfd),
+                "mse": _row(img, mse, ref is not None, ref),
             }
             rec = {"original": img, "MSE": mse}
             if comp.decoder is not None:
                 for s in steps:
                     dif = comp.decompress(data, decoder="diffusion", steps=int(s))
-                    row[f"diffusion_{s}"] = _row(img, dif, pfd)
+                    row[f"diffusion_{s}"] = _row(img, dif, ref is not None, ref)
                     rec[f"diffusion {s}"] = dif
             jm = jpeg_matched(img, row["bpp"])
             rec["JPEG"] = jm.pop("image")
-            jm.update(_row(img, rec["JPEG"], pfd))
+            jm.update(_row(img, rec["JPEG"], ref is not None, ref))
             row["jpeg_matched"] = jm
             rows[name] = row
             recon.setdefault(key, {})[name] = rec  # type: ignore[assignment]

@@ -18,6 +18,7 @@ __all__ = [
     "feature_distance",
     "hf_energy_ratio",
     "ms_ssim",
+    "patch_features",
     "psnr",
     "ssim",
 ]
@@ -409,12 +410,10 @@ def feature_distance(
         raise ValueError(
             f"{func}: b's samples must have the (H, W, C) of a's {pa.shape[1:]}, got {pb.shape[1:]}"
         )
-    if isinstance(features, str):
-        from diff_pixel.metrics import photo_feature_distance
-
-        return photo_feature_distance(pa, pb, seed=seed)
     from diff_core.metrics import frechet_distance
 
+    if isinstance(features, str):
+        return float(frechet_distance(_random_conv(pa, seed), _random_conv(pb, seed)))
     fa = _user_features(func, features, pa)
     fb = _user_features(func, features, pb)
     if fa.shape[1] != fb.shape[1]:
@@ -423,6 +422,29 @@ def feature_distance(
             f"{fb.shape[1]}"
         )
     return float(frechet_distance(fa, fb))
+
+
+def _random_conv(patches: np.ndarray, seed: int) -> np.ndarray:
+    """diff-pixel's random-conv features of ``patches`` in [−1, 1], as float64 (the moments of
+    ``photo_feature_distance``)."""
+    from diff_pixel.metrics import random_conv_features
+
+    return random_conv_features(patches, seed=seed).astype(np.float64)
+
+
+def patch_features(images: Any, *, patch: int = 64, stride: int = 32, seed: int = 0) -> np.ndarray:
+    """PFD-rand's embedding of ``images``: the (N, 64) float64 random-conv features of their
+    patch grid, exactly as :func:`feature_distance` computes them. For one reference scored
+    against many candidates, ``diff_core.metrics.frechet_distance(patch_features(c), ref)``
+    with ``ref = patch_features(reference)`` computed once equals ``feature_distance(c,
+    reference)``."""
+    func = "patch_features"
+    patch = _positive_int(func, "patch", patch, 8)
+    stride = _positive_int(func, "stride", stride)
+    seed = _positive_int(func, "seed", seed, 0)
+    return _random_conv(
+        _patches(func, "images", _feature_images(func, "images", images), patch, stride), seed
+    )
 
 
 def _user_features(func: str, features: Callable[[np.ndarray], Any], x: np.ndarray) -> np.ndarray:
