@@ -66,7 +66,7 @@ def test_init_reexports_every_spec_name():
 
 @pytest.mark.smoke
 def test_version_matches_metadata():
-    assert dp.__version__ == importlib.metadata.version("diff-protocol") == "0.1.1"
+    assert dp.__version__ == importlib.metadata.version("diff-protocol") == "0.1.2"
 
 
 def test_import_pulls_in_no_framework():

@@ -165,7 +165,9 @@ def test_train_kill_resume_sample_evaluate(tmp_path):
     for (pa, va), (pb, vb) in zip(
         nnx.to_flat_state(nnx.state(a)), nnx.to_flat_state(nnx.state(b)), strict=True
     ):
-        assert pa == pb and np.array_equal(np.asarray(va.value), np.asarray(vb.value)), pa
+        assert pa == pb and np.array_equal(
+            np.asarray(va.get_value()), np.asarray(vb.get_value())
+        ), pa
     # wrong data shape: named with both shapes
     npz = tmp_path / "bad.npz"
     np.savez(npz, x=np.zeros((8, 8, 8, 1), np.float32))
@@ -195,3 +197,26 @@ def test_train_kill_resume_sample_evaluate(tmp_path):
     )
     assert guided.returncode == 0, guided.stderr[-2000:]
     assert json.loads(guided.stdout[: guided.stdout.rindex("}") + 1])["guidance_scale"] == 2.0
+    # the parameter-space variant preconditioned by the teacher's Adam ν, read from its run: the
+    # method state of the student's checkpoint holds that ν bitwise
+    adam = subprocess.run(
+        base[:-2]
+        + ["--steps", "2", "--variant", "param_space", "--precond", "adam"]
+        + ["--out", str(tmp_path / "adam")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert adam.returncode == 0, adam.stderr[-2000:]
+    assert json.loads(adam.stdout[: adam.stdout.rindex("}") + 1])["precond"] == "adam"
+    from diff_pixel.train import RunCheckpoints, adam_second_moment, flat_arrays
+
+    nu = adam_second_moment(teacher)
+    ckpts = RunCheckpoints(tmp_path / "adam", read_only=True)
+    try:
+        _, train, _ = ckpts.restore_train_arrays()
+    finally:
+        ckpts.close()
+    stored = flat_arrays(train["extra"]["nu"])
+    assert sorted(stored) == sorted(nu) and len(nu) > 10
+    assert all(np.asarray(stored[k]).tobytes() == nu[k].tobytes() for k in nu)

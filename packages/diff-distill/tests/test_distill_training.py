@@ -253,6 +253,59 @@ def test_param_space_refuses_a_plain_denoiser_and_tiny_batches(tmp_path):
         )
 
 
+def _denoising_loss(model, batch, key, aux):
+    """½ x-MSE of the MLP at one logsnr: enough to give the run an Adam state."""
+    x = batch["x"]
+    z = 0.8 * x + 0.6 * jax.random.normal(key, x.shape)
+    err = jnp.mean((model(z, jnp.full((x.shape[0],), 0.5)) - x) ** 2)
+    return 0.5 * err, {}
+
+
+def test_teacher_adam_nu_is_the_runs_second_moment(tmp_path):
+    """precond='adam' (MM Algorithm 3): the teacher's Adam ν read from its diff-pixel run is the
+    run's live ν bitwise, laid out as the ParametricTeacher's parameters; another architecture
+    is refused naming precond."""
+    import optax
+
+    from diff_distill import teacher_adam_nu
+    from diff_pixel.train import TrainConfig, Trainer
+
+    net = _mlp()
+    cfg = TrainConfig(steps=3, batch_size=64, lr=1e-3, out_dir=str(tmp_path / "t"), progress=False)
+    trainer = Trainer(net, _denoising_loss, cfg, _data())
+    trainer.run()
+    teacher = ParametricTeacher.from_nnx(trainer.ema_model())
+    nu = teacher_adam_nu(tmp_path / "t", teacher.params)
+    live = optax.tree_utils.tree_get(trainer.state.opt["model"], "nu")
+    got, want = nnx.to_flat_state(nu), nnx.to_flat_state(live)
+    assert (
+        [p for p, _ in got]
+        == [p for p, _ in want]
+        == [p for p, _ in nnx.to_flat_state(teacher.params)]
+    )
+    for (p, a), (_, b) in zip(got, want, strict=True):
+        assert np.asarray(a.get_value()).tobytes() == np.asarray(b.get_value()).tobytes(), p
+    assert jax.tree.structure(nu) == jax.tree.structure(teacher.params)
+    assert all(float(jnp.min(v)) >= 0 for v in jax.tree.leaves(nu))
+    assert any(float(jnp.max(v)) > 0 for v in jax.tree.leaves(nu))
+    v = param_space_direction(teacher.params, precond="adam", nu=nu)  # the direction's shape
+    assert jax.tree.structure(v) == jax.tree.structure(teacher.params)
+    wide = diff_pixel.MLPDenoiser(2, width=16, depth=2, rngs=nnx.Rngs(0))
+    with pytest.raises(
+        ValueError, match=r"^precond: the teacher's Adam second moment of .* has shape"
+    ):
+        teacher_adam_nu(tmp_path / "t", nnx.state(wide, nnx.Param))
+    deep = diff_pixel.MLPDenoiser(2, width=32, depth=3, rngs=nnx.Rngs(0))
+    with pytest.raises(
+        ValueError, match=r"^precond: the teacher run .* keeps no Adam second moment"
+    ):
+        teacher_adam_nu(tmp_path / "t", nnx.state(deep, nnx.Param))
+    with pytest.raises(
+        ValueError, match=r"^precond: 'adam' needs the teacher's Adam second moment"
+    ):
+        teacher_adam_nu(tmp_path / "none", teacher.params)
+
+
 def test_config_round_trip_and_presets():
     for name in ("mm-alternating", "mm-param-space", "one-step", "toy-2d", "toy-64d", "digits"):
         cfg = MomentMatchingConfig.preset(name)

@@ -2,8 +2,10 @@
 its metrics, and every row of §8's bad-input table gives its message (through the command line
 where the row is a command-line input, else through the function that raises it).
 
-The demo runs once per module (in-process ``main()``); the command-line error tests re-use its
-run folders.
+The demo (slow tier, like every package's ``demo --quick`` test: 55 s of it are compilations)
+runs in-process (``main()``). The command-line error tests use run folders of the demo's quick
+configurations holding their untrained step-0 checkpoints, written by the real training
+functions before any step (nothing is compiled).
 """
 
 from __future__ import annotations
@@ -16,12 +18,48 @@ import numpy as np
 import pytest
 
 from diff_dorsal.cli import build_parser, main
+from diff_pixel.train import Hook
 
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dorsal-demo")
     assert main(["demo", "--quick", "--out", str(out), "--overwrite"]) == 0
+    return out
+
+
+class _CheckpointFirst(Hook):
+    """Writes the run's step-0 checkpoint before the first step (with ``steps=0``, the only one)."""
+
+    def on_start(self, trainer) -> None:
+        trainer.save_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """``data.npz`` (16 scenes), ``stage1/`` and ``stage2/`` (with ``run.json``) laid out as the
+    demo lays them out, from its ``--quick`` configurations, untrained."""
+    from diff_dorsal.demo import RUN_FILE, make_data, quick_configs
+    from diff_dorsal.stage1 import train_encoder
+    from diff_dorsal.stage2 import train_dorsal
+    from diff_protocol.io import atomic_write
+
+    out = tmp_path_factory.mktemp("dorsal-runs")
+    cfg = quick_configs(True)
+    arrays = make_data(out / "data.npz", scenes=cfg["scenes"], progress=False)
+    first = [_CheckpointFirst()]
+    train_encoder(arrays, cfg["stage1"], out / "stage1", steps=0, progress=False, hooks=first)
+    train_dorsal(
+        arrays,
+        cfg["stage2"],
+        out / "stage2",
+        encoder=out / "stage1",
+        steps=0,
+        progress=False,
+        hooks=first,
+    )
+    run = {"data": str(out / "data.npz"), "encoder": str(out / "stage1")}
+    atomic_write(out / "stage2" / RUN_FILE, json.dumps(run))
     return out
 
 
@@ -34,6 +72,8 @@ def _decoded(path: Path):
         return im.size, frames
 
 
+@pytest.mark.slow
+@pytest.mark.demo
 def test_demo_quick_writes_pictures_and_metrics(demo_out: Path) -> None:
     for name in (
         "samples.png",
@@ -104,7 +144,7 @@ def test_views_row(tmp_path, capsys) -> None:
     assert not (tmp_path / "f.npz").exists()
 
 
-def test_existing_outputs_are_refused(tmp_path, demo_out: Path, capsys) -> None:
+def test_existing_outputs_are_refused(tmp_path, runs: Path, capsys) -> None:
     (tmp_path / "f.npz").write_bytes(b"x")
     err = _error(capsys, ["data", "--scenes", "2", "--out", str(tmp_path / "f.npz")])
     assert "exists (pass --overwrite to replace it)" in err
@@ -114,15 +154,15 @@ def test_existing_outputs_are_refused(tmp_path, demo_out: Path, capsys) -> None:
     (junk / "notes.txt").write_text("mine")
     err = _error(
         capsys,
-        ["train-encoder", "--data", str(demo_out / "data.npz"), "--workdir", str(junk)],
+        ["train-encoder", "--data", str(runs / "data.npz"), "--workdir", str(junk)],
     )
     assert "holds no checkpoints (pass --overwrite to replace it)" in err
     assert (junk / "notes.txt").read_text() == "mine"
-    err = _error(capsys, ["demo", "--quick", "--out", str(demo_out)])
+    err = _error(capsys, ["demo", "--quick", "--out", str(runs)])
     assert "exists and is not empty (pass --overwrite)" in err
 
 
-def test_guidance_row(demo_out: Path, tmp_path, capsys) -> None:
+def test_guidance_row(runs: Path, tmp_path, capsys) -> None:
     from diff_dorsal.demo import load_run
     from diff_dorsal.sampling import sample_views
 
@@ -131,7 +171,7 @@ def test_guidance_row(demo_out: Path, tmp_path, capsys) -> None:
         [
             "sample",
             "--workdir",
-            str(demo_out / "stage2"),
+            str(runs / "stage2"),
             "--guidance",
             "-1",
             "--out",
@@ -139,7 +179,7 @@ def test_guidance_row(demo_out: Path, tmp_path, capsys) -> None:
         ],
     )
     assert "sample_views: guidance must be >= 0, got -1.0" in err
-    run = load_run(demo_out / "stage2")
+    run = load_run(runs / "stage2")
     z = np.zeros((1, 5, 32, 32, 3), np.float32)
     with pytest.raises(ValueError, match=r"sample_views: guidance must be >= 0, got -1\.0"):
         sample_views(
@@ -147,7 +187,7 @@ def test_guidance_row(demo_out: Path, tmp_path, capsys) -> None:
         )
 
 
-def test_render_drop_row(demo_out: Path, tmp_path, capsys) -> None:
+def test_render_drop_row(runs: Path, tmp_path, capsys) -> None:
     from diff_dorsal.cameras import CameraConfig, sample_cameras
     from diff_dorsal.scenes import SceneConfig, render, sample_scene
 
@@ -160,10 +200,10 @@ def test_render_drop_row(demo_out: Path, tmp_path, capsys) -> None:
     from diff_dorsal.demo import held_out_scenes
     from diff_dorsal.scenes import load_scenes
 
-    test = held_out_scenes(load_scenes(demo_out / "data.npz"), 4)
+    test = held_out_scenes(load_scenes(runs / "data.npz"), 4)
     i = int(np.argmin(test["n_objects"]))
     k = int(test["n_objects"][i])
-    argv = ["edit", "--workdir", str(demo_out / "stage2"), "--scene", str(i)]
+    argv = ["edit", "--workdir", str(runs / "stage2"), "--scene", str(i)]
     err = _error(capsys, [*argv, "--remove-object", "7", "--out", str(tmp_path / "e.png")])
     assert f"render: drop must name objects 0..{k - 1}, got 7" in err
     assert not (tmp_path / "e.png").exists()
@@ -217,14 +257,14 @@ def test_denoiser_rows() -> None:
         den(z, jnp.zeros(2), {**good, "origins": short, "directions": rays})
 
 
-def test_encoder_preset_row(demo_out: Path, tmp_path, capsys) -> None:
+def test_encoder_preset_row(runs: Path, tmp_path, capsys) -> None:
     """The row's message through the command line: a stage-1 run of preset 'lite' (the demo's)
     given to a stage-2 configuration of preset 'msn', and the row's exact wording through
     train_dorsal with a (tiny) 'msn' encoder checkpoint."""
-    argv = ["train", "--encoder", str(demo_out / "stage1"), "--data", str(demo_out / "data.npz")]
+    argv = ["train", "--encoder", str(runs / "stage1"), "--data", str(runs / "data.npz")]
     err = _error(capsys, [*argv, "--preset", "msn", "--workdir", str(tmp_path / "d2")])
     assert (
-        f"train: encoder checkpoint {demo_out / 'stage1'} has preset 'lite', config asks for 'msn'"
+        f"train: encoder checkpoint {runs / 'stage1'} has preset 'lite', config asks for 'msn'"
         in err
     )
 
@@ -238,7 +278,7 @@ def test_encoder_preset_row(demo_out: Path, tmp_path, capsys) -> None:
     from diff_dorsal.stage2 import Stage2Config, train_dorsal
     from diff_pixel.train import Trainer
 
-    data = load_scenes(demo_out / "data.npz")
+    data = load_scenes(runs / "data.npz")
     tiny_msn = EncoderConfig(
         "msn",
         conv_channels=(4, 4, 4),

@@ -48,7 +48,7 @@ RUN = Stage1Config(
 
 # the resume check trains the demo's --quick stage-1 configuration on views of its shape (10 views
 # at 32²), so its compiled train step is the one `diff-dorsal demo --quick` compiled (the
-# persistent compilation cache hits when both run in one session)
+# persistent compilation cache hits when both run in one session: the slow tier)
 QUICK = quick_configs(True)["stage1"]
 
 

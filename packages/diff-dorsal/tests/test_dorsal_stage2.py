@@ -81,7 +81,7 @@ def data():
 # the frozen-encoder and resume checks train the demo's --quick stage-2 configuration (OSRT-lite
 # slots of its --quick stage-1 encoder) on views of its shape (10 views at 32²), so their
 # compiled train step is the one `diff-dorsal demo --quick` compiled (the persistent compilation
-# cache hits when both run in one session)
+# cache hits when both run in one session: the slow tier)
 QUICK = quick_configs(True)
 QUICK_S1, OSRT_RUN = QUICK["stage1"], QUICK["stage2"]
 

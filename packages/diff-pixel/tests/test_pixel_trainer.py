@@ -311,6 +311,57 @@ def test_a_0_1_checkpoint_loads_for_sampling_and_is_refused_for_resuming(tmp_pat
         make(run, steps=4)
 
 
+def test_adam_second_moment_is_read_from_the_checkpoint(tmp_path):
+    """adam_second_moment reads the default optimiser's (clipping + AdamW) ν from a checkpoint,
+    without the model: bitwise the live state's ν at that step, keyed by parameter path."""
+    import optax
+
+    from diff_pixel.train import adam_second_moment
+
+    trainer = make(tmp_path / "run", steps=4)
+    trainer.run()
+    live = optax.tree_utils.tree_get(trainer.state.opt["model"], "nu")
+    mu = optax.tree_utils.tree_get(trainer.state.opt["model"], "mu")
+    nu = adam_second_moment(tmp_path / "run")
+    expect = {tuple(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(live)}
+    assert (
+        sorted(nu)
+        == sorted(expect)
+        == [
+            ("conv", "bias"),
+            ("conv", "kernel"),
+            ("out", "bias"),
+            ("out", "kernel"),
+        ]
+    )
+    for k, v in expect.items():
+        assert nu[k].dtype == v.dtype and nu[k].tobytes() == v.tobytes(), k
+        assert (nu[k] >= 0).all()
+    flat_mu = {tuple(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(mu)}
+    assert any(not np.array_equal(flat_mu[k], nu[k]) for k in nu)  # ν, not μ
+    # an earlier checkpoint holds an earlier ν
+    early = adam_second_moment(tmp_path / "run", step=2)
+    assert any(not np.array_equal(early[k], nu[k]) for k in nu)
+    with pytest.raises(
+        ValueError, match=r"optimizer must be one of the run's optimisers \['model'\], got 'aux'"
+    ):
+        adam_second_moment(tmp_path / "run", "aux")
+    plain = Trainer(
+        Regressor(rngs=nnx.Rngs(0)),
+        regression_loss,
+        TrainConfig(steps=1, batch_size=8, out_dir=str(tmp_path / "sgd"), progress=False),
+        Loader(source(), 8, seed=0),
+        tx=optax.sgd(1e-2),
+    )
+    plain.save_checkpoint()
+    with pytest.raises(ValueError, match=r"must keep one Adam state \(count, mu, nu\), got 0"):
+        adam_second_moment(tmp_path / "sgd")
+    with pytest.raises(
+        ValueError, match=r"format 1\); its optimiser and method state are not read"
+    ):
+        adam_second_moment(V01_RUN)
+
+
 def test_sample_grids_and_loss_curve_are_hooks(tmp_path):
     def sample_fn(model, key):
         x = jax.random.uniform(key, (6, 4, 4, 1), minval=-1, maxval=1)

@@ -40,7 +40,7 @@ from .vp import (
     v_target,
 )
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"
 
 __all__ = [
     "PREDICTIONS",

@@ -27,6 +27,12 @@ from diff_compress.decoder import (
     posterior_sample,
     schedule_of,
 )
+from diff_compress.digits import (
+    DIGITS_DECODER_LMBDA,
+    DIGITS_RECIPE,
+    digits_decoder_figures,
+    train_digits_models,
+)
 from diff_compress.entropy_models import (
     FactorizedPrior,
     GaussianConditional,
@@ -74,6 +80,8 @@ from diff_compress.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DIGITS_DECODER_LMBDA",
+    "DIGITS_RECIPE",
     "GDN",
     "HEADER_BYTES",
     "PRESETS",
@@ -112,6 +120,7 @@ __all__ = [
     "decode_diffusion",
     "decode_symbols",
     "decoder_loss",
+    "digits_decoder_figures",
     "decompress_file",
     "encode_symbols",
     "export_coding_tables",
@@ -141,5 +150,6 @@ __all__ = [
     "to_uint8",
     "train_codec",
     "train_decoder",
+    "train_digits_models",
     "unpack",
 ]

@@ -46,6 +46,7 @@ _EXPORTS = {
     "LoadedTeacher": "teacher",
     "load_teacher": "teacher",
     "teacher_fingerprint": "teacher",
+    "teacher_adam_nu": "teacher",
     "MomentMatchingModule": "module",
     "make_phases": "steps",
     "draw_inputs": "steps",

@@ -353,12 +353,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run = _load(args.teacher, "--teacher")
     cfg = _config(args)
-    if cfg.precond == "adam":
-        raise CLIError(
-            "--precond",
-            f"'adam' needs the teacher's Adam second moment; reading it from a diff-pixel "
-            f"checkpoint is not supported by diff-distill 0.1 ({run.path}); use identity",
-        )
     print(cfg.to_json(), flush=True)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not (out / "checkpoints").is_dir():
@@ -396,7 +390,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             conditional=run.num_classes > 0,
         )
     except ValueError as err:
-        raise CLIError("--out" if "checkpoint" in str(err) else "--teacher", str(err)) from None
+        text = str(err)
+        if text.startswith("precond: "):
+            raise CLIError("--precond", text.removeprefix("precond: ")) from None
+        raise CLIError("--out" if "checkpoint" in text else "--teacher", text) from None
     trainer.run()
     print(f"student (k = {cfg.k}) in {out}; step {trainer.step_count}", file=sys.stderr)
     return 0

@@ -30,6 +30,7 @@ from diff_distill.teacher import (
     LoadedTeacher,
     ParametricTeacher,
     load_teacher,
+    teacher_adam_nu,
     teacher_fingerprint,
 )
 from diff_pixel.train import OptimizerSpec, TrainConfig, Trainer
@@ -145,13 +146,18 @@ def make_trainer(
       schedule: the teacher's schedule (taken from a run directory when not given).
       hooks: trainer hooks (loss curves, ``StopAt``, ...).
       conditional: give the networks ``Cond(label)`` when batches carry labels.
-      nu: the teacher's Adam second moment (``precond="adam"``), a pytree like its parameters.
+      nu: the teacher's Adam second moment (``precond="adam"``), a pytree like its parameters;
+        read from the run (:func:`~diff_distill.teacher.teacher_adam_nu`) when ``teacher`` is a
+        diff-pixel run directory or its :class:`LoadedTeacher`.
     """
     if not isinstance(config, MomentMatchingConfig):
         raise TypeError(
             f"distill: config must be a MomentMatchingConfig, got {type(config).__name__}"
         )
+    source = teacher if isinstance(teacher, (str, Path, LoadedTeacher)) else None
     loss_teacher, net, run_schedule, _ = resolve_teacher(teacher, config.variant)
+    if config.precond == "adam" and nu is None and source is not None:
+        nu = teacher_adam_nu(source, loss_teacher.params)
     schedule = schedule if schedule is not None else run_schedule
     if schedule is None:
         raise ValueError("distill: schedule must be given (the teacher's), got None")

@@ -22,7 +22,13 @@ from flax import nnx
 
 from diff_protocol import check_denoiser, to_x_eps
 
-__all__ = ["LoadedTeacher", "ParametricTeacher", "load_teacher", "teacher_fingerprint"]
+__all__ = [
+    "LoadedTeacher",
+    "ParametricTeacher",
+    "load_teacher",
+    "teacher_adam_nu",
+    "teacher_fingerprint",
+]
 
 
 class _NNXApply:
@@ -219,3 +225,48 @@ def load_teacher(run_dir: str | Path, *, use_ema: bool = True) -> LoadedTeacher:
     return LoadedTeacher(
         net, schedule, getattr(net, "prediction", "v"), _num_classes(net), config, path
     )
+
+
+def teacher_adam_nu(teacher: str | Path | LoadedTeacher, params: Any) -> Any:
+    """The teacher's Adam second moment ν at its last checkpoint, as a pytree like ``params``
+    (a :class:`ParametricTeacher`'s ``nnx.Param`` state): the diagonal preconditioner of the
+    parameter-space variant, ``precond="adam"`` (MM Algorithm 3, arXiv 2406.04103).
+
+    ``teacher``: a diff-pixel run directory (or its :class:`LoadedTeacher`); ν is that of the
+    run's optimiser ``"model"`` (diff-pixel's default clipping + AdamW), read from the same
+    checkpoint as the weights by :func:`diff_pixel.train.adam_second_moment`. It estimates the
+    raw weights' squared gradients; the teacher is the EMA network of the same architecture.
+    A run without Adam state, a diff-distill run, or a ν whose paths or shapes differ from
+    ``params`` is a ``ValueError`` naming ``precond``.
+    """
+    from diff_pixel.train import adam_second_moment
+
+    loaded = teacher if isinstance(teacher, LoadedTeacher) else None
+    path = Path(loaded.path if loaded is not None else teacher)
+    if loaded is not None and (loaded.config.get("recipe") or {}).get("method") == "diff-distill":
+        raise ValueError(
+            f"precond: 'adam' needs a diff-pixel teacher run's Adam state, got the diff-distill "
+            f"run {path} (a student); use precond='identity'"
+        )
+    try:
+        nu = adam_second_moment(path, "model")
+    except ValueError as err:
+        raise ValueError(f"precond: 'adam' needs the teacher's Adam second moment: {err}") from None
+    pairs, missing = [], []
+    for p, var in nnx.to_flat_state(params):
+        key = tuple(map(str, p))
+        if key not in nu:
+            missing.append("/".join(key))
+            continue
+        if tuple(nu[key].shape) != tuple(var.shape):
+            raise ValueError(
+                f"precond: the teacher's Adam second moment of {'/'.join(key)!r} has shape "
+                f"{tuple(nu[key].shape)}, its parameter {tuple(var.shape)}"
+            )
+        pairs.append((p, var.replace(value=jnp.asarray(nu[key], var.dtype))))
+    if missing:
+        raise ValueError(
+            f"precond: the teacher run {path} keeps no Adam second moment for the parameters "
+            f"{missing[:3]}{' ...' if len(missing) > 3 else ''}"
+        )
+    return nnx.from_flat_state(pairs)

@@ -49,7 +49,7 @@ from diff_pixel.train import (
     make_train_step,
 )
 
-__version__ = "0.2.1"
+__version__ = "0.2.2"
 
 __all__ = [
     "PRESETS",

@@ -9,7 +9,9 @@ Named optimisers (:class:`OptimizerSpec`), frozen parts (anything no optimiser s
 from diff_pixel.train.checkpoint import (
     DamagedCheckpointError,
     RunCheckpoints,
+    adam_second_moment,
     config_differences,
+    flat_arrays,
     package_versions,
 )
 from diff_pixel.train.config import RESUMABLE_FIELDS, TrainConfig
@@ -71,6 +73,7 @@ __all__ = [
     "TrainStep",
     "Trainer",
     "TrainingInterrupted",
+    "adam_second_moment",
     "batch_sharding",
     "config_differences",
     "data_mesh",
@@ -79,6 +82,7 @@ __all__ = [
     "ema_decay_at",
     "ema_model",
     "fit_to_denoiser",
+    "flat_arrays",
     "freeze",
     "init_train_state",
     "lr_schedule",

@@ -40,7 +40,14 @@ import orbax.checkpoint as ocp
 from diff_pixel.train.config import RESUMABLE_FIELDS
 from diff_pixel.train.state import TrainState
 
-__all__ = ["DamagedCheckpointError", "RunCheckpoints", "config_differences", "package_versions"]
+__all__ = [
+    "DamagedCheckpointError",
+    "RunCheckpoints",
+    "adam_second_moment",
+    "config_differences",
+    "flat_arrays",
+    "package_versions",
+]
 
 
 class DamagedCheckpointError(ValueError):
@@ -485,5 +492,84 @@ class RunCheckpoints:
         )
         return step, dict(out.model["variables"]), dict(out.model.get("ema") or {}), config
 
+    def restore_train_arrays(self, step: int | None = None) -> tuple[int, dict, dict]:
+        """``(step, train, config)``: the ``train`` item restored without a target, ``{"opt",
+        "count", "step", "key", "extra"}`` as saved (optax's named tuples as dicts of their
+        fields, chains as lists, empty states as ``None``, Variables as ``{"value": array}``);
+        no model or optimiser needed (e.g. an optimiser's moments, a method's state).
+
+        A diff-pixel 0.1 checkpoint (format 1) is a ``ValueError``: its train state has another
+        layout.
+        """
+        step, _, config = self.read_json(step)
+        if config["format"] == 1:
+            raise ValueError(
+                f"RunCheckpoints: the checkpoint at {self.path(step)} was written by diff-pixel "
+                "0.1 (train-state format 1); its optimiser and method state are not read"
+            )
+        out = self._read(
+            step,
+            lambda: self.manager.restore(
+                step, args=ocp.args.Composite(train=ocp.args.StandardRestore())
+            ),
+        )
+        return step, dict(out.train), config
+
     def close(self) -> None:
         self.manager.close()
+
+
+def flat_arrays(arrays: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+    """``{path tuple: array}`` of arrays restored without a target (nested dicts keyed by path,
+    Variables saved with a ``value`` leaf)."""
+    flat: dict[tuple[str, ...], Any] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(arrays)[0]:
+        parts = tuple(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+        flat[parts[:-1] if parts and parts[-1] == "value" else parts] = leaf
+    return flat
+
+
+_ADAM_FIELDS = frozenset({"count", "mu", "nu"})  # optax.ScaleByAdamState
+
+
+def _adam_states(tree: Any) -> list[Mapping[str, Any]]:
+    if isinstance(tree, Mapping):
+        if set(tree) == _ADAM_FIELDS:
+            return [tree]
+        return [s for v in tree.values() for s in _adam_states(v)]
+    if isinstance(tree, (list, tuple)):
+        return [s for v in tree for s in _adam_states(v)]
+    return []
+
+
+def adam_second_moment(
+    out_dir: str | Path, optimizer: str = "model", step: int | None = None
+) -> dict[tuple[str, ...], np.ndarray]:
+    """Adam's second-moment estimate ν of one named optimiser of a run, ``{variable path:
+    array}`` (:func:`flat_arrays` form; the paths of the variables that optimiser trains).
+
+    Read from checkpoint ``step`` (default: the latest) without building the model; found as the
+    one ``optax.ScaleByAdamState`` in the optimiser's state (``adam``, ``adamw`` and chains of
+    them, e.g. the default optimiser's clipping + AdamW). A run without that optimiser, an
+    optimiser without exactly one Adam state, or a diff-pixel 0.1 checkpoint is a ``ValueError``
+    naming what was found.
+    """
+    checkpoints = RunCheckpoints(out_dir, read_only=True)
+    try:
+        step, train, _ = checkpoints.restore_train_arrays(step)
+    finally:
+        checkpoints.close()
+    opt = train["opt"]
+    if optimizer not in opt:
+        raise ValueError(
+            f"adam_second_moment: optimizer must be one of the run's optimisers {sorted(opt)}, "
+            f"got {optimizer!r}"
+        )
+    states = _adam_states(opt[optimizer])
+    if len(states) != 1:
+        raise ValueError(
+            f"adam_second_moment: optimizer {optimizer!r} of the checkpoint at "
+            f"{checkpoints.path(step)} must keep one Adam state (count, mu, nu), got "
+            f"{len(states)}"
+        )
+    return {k: np.asarray(v) for k, v in flat_arrays(states[0]["nu"]).items()}

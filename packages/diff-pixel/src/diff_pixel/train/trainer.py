@@ -29,7 +29,12 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from diff_pixel import models
-from diff_pixel.train.checkpoint import RunCheckpoints, config_differences, package_versions
+from diff_pixel.train.checkpoint import (
+    RunCheckpoints,
+    config_differences,
+    flat_arrays,
+    package_versions,
+)
 from diff_pixel.train.config import TrainConfig
 from diff_pixel.train.hooks import Hook
 from diff_pixel.train.logging import MetricsAccumulator, MetricsLog
@@ -40,7 +45,7 @@ from diff_pixel.train.state import TrainState, init_train_state, state_model
 from diff_pixel.train.step import make_train_step
 from diff_protocol.io import jsonable
 
-__all__ = ["Trainer", "TrainingInterrupted", "describe_model", "flat_arrays", "restore_arrays"]
+__all__ = ["Trainer", "TrainingInterrupted", "describe_model", "restore_arrays"]
 
 # The fixed sampling key of a run is fold_in(key(seed), SAMPLE_KEY): step keys use fold_in(key, s)
 # with s < 2**31 - 1, so the two never collide.
@@ -98,16 +103,6 @@ def _progress_key(record: Mapping[str, Any]) -> str | None:
     if "loss" in record:
         return "loss"
     return next((k for k in record if k.endswith("loss")), None)
-
-
-def flat_arrays(arrays: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
-    """``{path tuple: array}`` of arrays restored without a target (nested dicts keyed by path,
-    Variables saved with a ``value`` leaf)."""
-    flat: dict[tuple[str, ...], Any] = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(arrays)[0]:
-        parts = tuple(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
-        flat[parts[:-1] if parts and parts[-1] == "value" else parts] = leaf
-    return flat
 
 
 def restore_arrays(model: nnx.Module, flat: Mapping[tuple[str, ...], Any], what: str) -> None:
