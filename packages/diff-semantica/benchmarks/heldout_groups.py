@@ -49,6 +49,7 @@ def main() -> None:
             test.of_groups(classes),
             clf,
             train=seen,
+            group_reference=train,  # copy_rate's per-group scale needs real 7-9s (never trained on)
             subset=list(classes),
             steps=25,
         )

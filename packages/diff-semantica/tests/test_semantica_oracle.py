@@ -4,6 +4,8 @@ every metric end to end."""
 
 from __future__ import annotations
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -95,6 +97,13 @@ def test_copy_oracle_copies(train, test_digits, pca, schedule):
     )
     assert copy_rate(s, cond.images, cond.groups, train) == 1.0
     assert copy_distance(s, cond.images, reference_pair_rmse(train)) < 1e-2
+    # the threshold is per conditioning group: a reference set without that group is refused
+    seen = train.of_groups(range(7))
+    held = sorted({int(g) for g in cond.groups} - set(range(7)))
+    with pytest.raises(
+        ValueError, match=re.escape(f"got none of groups {held} (data has [0, 1, 2, 3, 4, 5, 6])")
+    ):
+        copy_rate(s, cond.images, cond.groups, seen)
 
 
 def test_samples_do_not_depend_on_chunking(train, test_digits, pca, schedule):

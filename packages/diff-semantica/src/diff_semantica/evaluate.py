@@ -67,10 +67,16 @@ def evaluate_adaptation(
     seed: int = 0,
     subset: Sequence[int] | None = None,
     reference: float | None = None,
+    group_reference: GroupedImages | None = None,
     return_samples: bool = False,
     **sample_kw: Any,
 ) -> dict[str, Any] | tuple[dict[str, Any], dict[float, np.ndarray]]:
     """Every metric of :mod:`diff_semantica.metrics` per guidance scale.
+
+    ``group_reference``: the real images whose per-group nearest-neighbour RMSE sets
+    ``copy_rate``'s threshold (default ``train``); it must hold every conditioning group, so
+    conditioning on groups left out of training needs a set that has them (e.g. the whole
+    training split).
 
     Returns ``{"n_cond", "n_per_image", "steps", "chance", "reference_pair_rmse",
     "scales": {"1.0": {...}, ...}}`` (and the samples per scale with ``return_samples``).
@@ -100,7 +106,12 @@ def evaluate_adaptation(
         m = {
             "agreement": class_agreement(s, cond_set.groups, classifier),
             "copy_distance": copy_distance(s, cond_set.images, ref),
-            "copy_rate": copy_rate(s, cond_set.images, cond_set.groups, train),
+            "copy_rate": copy_rate(
+                s,
+                cond_set.images,
+                cond_set.groups,
+                train if group_reference is None else group_reference,
+            ),
             "diversity": diversity(s, ref) if n_per_image > 1 else None,
             "memorisation_rate": memorisation_rate(s, train.images),
             "fd_digits": set_fd(s, cond_set.images, classifier.features),

@@ -147,11 +147,19 @@ def copy_rate(
     samples: Any, cond_images: Any, cond_groups: Any, data: GroupedImages, threshold: float = 0.5
 ) -> float:
     """Share of samples with RMSE to their condition < ``threshold × median NN RMSE`` of the
-    condition's group in ``data``."""
+    condition's group in ``data`` (which must hold real images of every conditioning group: for
+    groups a model never saw, pass a set that has them)."""
     s = _samples("copy_rate", samples)
     c = np.asarray(cond_images, np.float64)
     nn = group_nn_rmse(data)
-    lim = np.array([nn[int(g)] for g in np.asarray(cond_groups)]) * threshold
+    groups = [int(g) for g in np.asarray(cond_groups)]
+    missing = sorted(set(groups) - set(nn))
+    if missing:
+        raise ValueError(
+            f"copy_rate: data must hold real images of every conditioning group, got none of "
+            f"groups {missing} (data has {sorted(nn)})"
+        )
+    lim = np.array([nn[g] for g in groups]) * threshold
     d = np.sqrt(np.mean((s - c[:, None]) ** 2, axis=(2, 3, 4)))
     return float(np.mean(d < lim[:, None]))
 
