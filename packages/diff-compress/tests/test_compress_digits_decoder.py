@@ -117,19 +117,18 @@ def test_psnr_drop_of_the_learned_decoder(figures, capsys):
     assert lo <= figures["psnr_drop"] <= hi, figures["psnr_drop"]
 
 
+def _assert_samples_within_ratio(figures, space: str) -> None:
+    """FD of the samples <= the calibrated ratio x FD of the MSE reconstructions, in ``space``."""
+    r = GATES["thresholds"][f"fd_{space}_ratio_max"]
+    samples, mse = figures[f"fd_{space}_samples"], figures[f"fd_{space}_mse"]
+    assert samples <= r * mse, (samples, mse)
+
+
 @pytest.mark.slow
 def test_samples_are_closer_to_the_digits_in_pixel_space(figures):
-    r = GATES["thresholds"]["fd_pixel_ratio_max"]
-    assert figures["fd_pixel_samples"] <= r * figures["fd_pixel_mse"], (
-        figures["fd_pixel_samples"],
-        figures["fd_pixel_mse"],
-    )
+    _assert_samples_within_ratio(figures, "pixel")
 
 
 @pytest.mark.slow
 def test_samples_keep_the_class_evidence(figures):
-    r = GATES["thresholds"]["fd_digits_ratio_max"]
-    assert figures["fd_digits_samples"] <= r * figures["fd_digits_mse"], (
-        figures["fd_digits_samples"],
-        figures["fd_digits_mse"],
-    )
+    _assert_samples_within_ratio(figures, "digits")

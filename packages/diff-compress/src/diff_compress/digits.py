@@ -174,6 +174,7 @@ def digits_decoder_figures(
       not a ``DigitsClassifier`` or not trained at 8×8, bad ``steps``, ``samples`` or ``seed``.
     """
     import diff_pixel
+    from diff_compress.bitstream import HEADER_BYTES
     from diff_compress.decoder import decode_diffusion
     from diff_compress.pipeline import Compressor
     from diff_core.metrics import frechet_distance
@@ -222,10 +223,12 @@ def digits_decoder_figures(
     x_mse = np.stack([comp.decode_mse_float(s)[1] for s in streams]).astype(np.float32)
     n, pixels = x.shape[0], x.shape[1] * x.shape[2]
     bytes_total = sum(len(s) for s in streams)
-    from diff_compress.bitstream import HEADER_BYTES
 
-    def psnr(y: np.ndarray) -> float:
-        return float(-10.0 * math.log10(np.mean((np.asarray(y, np.float64) - x) ** 2)))
+    def mse(y: np.ndarray) -> float:
+        return float(np.mean((np.asarray(y, np.float64) - x) ** 2))
+
+    def psnr(m: float) -> float:
+        return float(-10.0 * math.log10(m))
 
     def flat(y: np.ndarray) -> np.ndarray:
         return np.asarray(y, np.float64).reshape(len(y), -1)
@@ -245,8 +248,9 @@ def digits_decoder_figures(
     fd_pixel_sets = [float(frechet_distance(flat(s), ref)) for s in sets]
     fd_digits_sets = [digits_feature_distance(2.0 * s - 1.0, classifier, "test") for s in sets]
     pooled = np.concatenate(sets)
-    psnr_mse = psnr(x_mse)
-    psnr_samples = float(-10.0 * math.log10(np.mean([np.mean((s - x) ** 2) for s in sets])))
+    set_mse = [mse(s) for s in sets]
+    psnr_mse = psnr(mse(x_mse))
+    psnr_samples = psnr(float(np.mean(set_mse)))
     fd_pixel_samples = float(np.mean(fd_pixel_sets))
     fd_digits_samples = float(np.mean(fd_digits_sets))
     return {
@@ -262,7 +266,7 @@ def digits_decoder_figures(
         "psnr_mse": psnr_mse,
         "psnr_samples": psnr_samples,
         "psnr_drop": psnr_mse - psnr_samples,
-        "psnr_sets": [psnr(s) for s in sets],
+        "psnr_sets": [psnr(m) for m in set_mse],
         "fd_pixel_mse": fd_pixel_mse,
         "fd_pixel_samples": fd_pixel_samples,
         "fd_pixel_ratio": fd_pixel_samples / fd_pixel_mse,

@@ -475,22 +475,12 @@ class RunCheckpoints:
         """
         step, _, config = self.read_json(step)
         if config["format"] == 1:
-            out = self._read(
-                step,
-                lambda: self.manager.restore(
-                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-                ),
-            )
-            graph_state = out.state["graph_state"]
+            state = self._untargeted(step, "state")
+            graph_state = state["graph_state"]
             variables = graph_state.get("0", graph_state.get(0))
-            return step, dict(variables), {"model": dict(out.state["ema"])}, config
-        out = self._read(
-            step,
-            lambda: self.manager.restore(
-                step, args=ocp.args.Composite(model=ocp.args.StandardRestore())
-            ),
-        )
-        return step, dict(out.model["variables"]), dict(out.model.get("ema") or {}), config
+            return step, dict(variables), {"model": dict(state["ema"])}, config
+        model = self._untargeted(step, "model")
+        return step, dict(model["variables"]), dict(model.get("ema") or {}), config
 
     def restore_train_arrays(self, step: int | None = None) -> tuple[int, dict, dict]:
         """``(step, train, config)``: the ``train`` item restored without a target, ``{"opt",
@@ -507,13 +497,17 @@ class RunCheckpoints:
                 f"RunCheckpoints: the checkpoint at {self.path(step)} was written by diff-pixel "
                 "0.1 (train-state format 1); its optimiser and method state are not read"
             )
+        return step, dict(self._untargeted(step, "train")), config
+
+    def _untargeted(self, step: int, item: str) -> Any:
+        """Array item ``item`` of checkpoint ``step`` restored without a target (nested dicts)."""
         out = self._read(
             step,
             lambda: self.manager.restore(
-                step, args=ocp.args.Composite(train=ocp.args.StandardRestore())
+                step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore()})
             ),
         )
-        return step, dict(out.train), config
+        return out[item]
 
     def close(self) -> None:
         self.manager.close()
