@@ -348,9 +348,9 @@ def test_feature_distance_bad_inputs_name_the_argument(astronaut):
         feature_distance(x, x[..., 0])
     with pytest.raises(ValueError, match="features must be 'random-conv' or a callable"):
         feature_distance(x, x, features="digits-classifier")
-    with pytest.raises(ValueError, match="patch must be an int >= 8, got 4"):
+    with pytest.raises(ValueError, match="patch must be an integer >= 8, got 4"):
         feature_distance(x, x, patch=4)
-    with pytest.raises(TypeError, match="stride must be an int >= 1, got 1.5"):
+    with pytest.raises(TypeError, match="stride must be an integer >= 1, got 1.5"):
         feature_distance(x, x, stride=1.5)
     with pytest.raises(ValueError, match=r"features must return a real \(N, D\) array"):
         feature_distance(x, x, features=lambda p: p.mean())

@@ -56,6 +56,27 @@ def test_frechet_distance_of_samples():
     assert frechet_distance_to(mix.sample(20000, seed=2)[0], mix.mean(), mix.covariance()) < 0.01
 
 
+def test_frechet_distance_of_rank_deficient_covariances():
+    """Fewer samples than dimensions: the null space's rounding-level eigenvalues contribute
+    nothing (their square roots once made d(x, y) and d(y, x) differ by ~1e-9 relative)."""
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        x = rng.standard_normal((40, 128)) * rng.uniform(0.1, 1.0, 128)
+        y = 0.3 * rng.standard_normal((30, 128))
+        d = frechet_distance(x, y)
+        assert abs(d - frechet_distance(y, x)) <= 1e-13 * d
+        assert abs(frechet_distance(x, x)) < 1e-12 * np.trace(np.cov(x.T))
+    # covariances of rank 3 and 2 on orthogonal subspaces of R^16: C1^½ C2 C1^½ = 0, so the
+    # distance is exactly |m1 - m2|² + tr C1 + tr C2
+    q = np.linalg.qr(rng.standard_normal((16, 16)))[0]
+    c1 = q[:, :3] @ np.diag([1.0, 2.0, 3.0]) @ q[:, :3].T
+    c2 = q[:, 3:5] @ np.diag([0.5, 4.0]) @ q[:, 3:5].T
+    m1, m2 = np.zeros(16), np.full(16, 0.25)
+    expected = 16 * 0.25**2 + 6.0 + 4.5
+    for a, b in (((m1, c1), (m2, c2)), ((m2, c2), (m1, c1))):
+        assert abs(frechet_distance_gaussians(*a, *b) - expected) < 1e-12
+
+
 def test_sliced_wasserstein_shifts_and_sizes():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((300, 2))

@@ -266,11 +266,12 @@ def test_check9_oracle_slots_learn(dorsal_scenes, tmp_path):
     t0 = time.perf_counter()
     p_ema = psnr(samples(ema), target)
     sample_s = time.perf_counter() - t0
-    p_raw = psnr(samples(history["trainer"].model()), target)
+    # (the raw weights' samples are not drawn: the gate is on the EMA weights, and a second
+    # DDIM-32 pass over the 64 scenes cost the slow tier its time for a printed number only)
     print(
         f"check 9: loss first-20 {first20:.4f}, last-100 {last100:.4f}; DDIM-32 PSNR EMA "
-        f"{p_ema:.2f} dB, raw {p_raw:.2f} dB; train {train_s:.0f} s "
-        f"({train_s / 800:.3f} s/step), sampling {sample_s:.0f} s"
+        f"{p_ema:.2f} dB; train {train_s:.0f} s ({train_s / 800:.3f} s/step), sampling "
+        f"{sample_s:.0f} s"
     )
     assert last100 <= 0.11
     assert p_ema >= 13.0

@@ -44,6 +44,8 @@ from diff_compress.flow import FlowSchedule, flow_weighting
 from diff_compress.gdn import GDN
 from diff_compress.metrics import (
     MSSSIM,
+    bd_psnr,
+    bd_rate,
     bits_per_pixel,
     feature_distance,
     hf_energy_ratio,
@@ -113,6 +115,8 @@ __all__ = [
     "__version__",
     "add_uniform_noise",
     "assert_lossless_roundtrip",
+    "bd_psnr",
+    "bd_rate",
     "bits_per_pixel",
     "blend_weights",
     "codec_source",

@@ -1,6 +1,7 @@
 """Host-side image metrics (numpy). Nothing here is FID or LPIPS: PSNR, SSIM, MS-SSIM, the file
 rate, a spectral realism proxy (``hf_energy_ratio``) and PFD-rand (``feature_distance``, a Fréchet
-distance of a fixed *random* conv net's features of image patches) only.
+distance of a fixed *random* conv net's features of image patches) only; and the Bjøntegaard
+averages of two rate-distortion curves (``bd_rate``, ``bd_psnr``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from diff_protocol.checks import check_int
+
 __all__ = [
     "MS_SSIM_WEIGHTS",
     "MSSSIM",
+    "bd_psnr",
+    "bd_rate",
     "bits_per_pixel",
     "feature_distance",
     "hf_energy_ratio",
@@ -281,14 +286,6 @@ def _feature_images(func: str, arg: str, images: Any) -> list[np.ndarray]:
     return out
 
 
-def _positive_int(func: str, arg: str, v: Any, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{func}: {arg} must be an int >= {minimum}, got {v!r}")
-    if v < minimum:
-        raise ValueError(f"{func}: {arg} must be an int >= {minimum}, got {v!r}")
-    return int(v)
-
-
 def _patches(
     func: str, arg: str, images: list[np.ndarray], patch: int | None, stride: int
 ) -> np.ndarray:
@@ -391,9 +388,9 @@ def feature_distance(
             f"{type(features).__name__}"
         )
     if patch is not None:
-        patch = _positive_int(func, "patch", patch, 8 if isinstance(features, str) else 1)
-    stride = _positive_int(func, "stride", stride)
-    seed = _positive_int(func, "seed", seed, 0)
+        patch = check_int(func, "patch", patch, minimum=8 if isinstance(features, str) else 1)
+    stride = check_int(func, "stride", stride, minimum=1)
+    seed = check_int(func, "seed", seed, minimum=0)
     ims_a = _feature_images(func, "a", a)
     ims_b = _feature_images(func, "b", b)
     channels = ims_a[0].shape[2]
@@ -439,9 +436,9 @@ def patch_features(images: Any, *, patch: int = 64, stride: int = 32, seed: int 
     with ``ref = patch_features(reference)`` computed once equals ``feature_distance(c,
     reference)``."""
     func = "patch_features"
-    patch = _positive_int(func, "patch", patch, 8)
-    stride = _positive_int(func, "stride", stride)
-    seed = _positive_int(func, "seed", seed, 0)
+    patch = check_int(func, "patch", patch, minimum=8)
+    stride = check_int(func, "stride", stride, minimum=1)
+    seed = check_int(func, "seed", seed, minimum=0)
     return _random_conv(
         _patches(func, "images", _feature_images(func, "images", images), patch, stride), seed
     )
@@ -461,3 +458,237 @@ def _user_features(func: str, features: Callable[[np.ndarray], Any], x: np.ndarr
             "non-finite"
         )
     return f
+
+
+# --------------------------------------------------------------------------------------------
+# Bjøntegaard deltas (BD-rate, BD-PSNR) with piecewise-cubic Hermite interpolation
+
+
+def _pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Monotone piecewise-cubic Hermite (PCHIP) derivatives at the knots ``x`` (strictly
+    increasing, ≥ 2 points), as SciPy's ``PchipInterpolator`` and MATLAB's ``pchip`` compute them.
+
+    Interior knots: 0 where the neighbouring secants ``m_{k−1}``, ``m_k`` differ in sign or one is
+    0 (a local extremum stays flat), else the weighted harmonic mean
+    ``(w1 + w2) / (w1/m_{k−1} + w2/m_k)`` with ``w1 = 2h_k + h_{k−1}``, ``w2 = h_k + 2h_{k−1}``
+    (Fritsch & Butland 1984), which satisfies Fritsch & Carlson's (1980) sufficient conditions for
+    a monotone interpolant on monotone data. End knots: the one-sided three-point estimate
+    ``((2h_0 + h_1) m_0 − h_0 m_1) / (h_0 + h_1)``, set to 0 if its sign differs from ``m_0`` and
+    clipped to ``3 m_0`` if ``m_0`` and ``m_1`` differ in sign (Moler, *Numerical Computing with
+    MATLAB*, §3.6). Two points: both slopes are the secant (linear interpolation).
+    """
+    h = np.diff(x)
+    m = np.diff(y) / h
+    if x.size == 2:
+        return np.array([m[0], m[0]])
+    d = np.zeros_like(y)
+    w1 = 2.0 * h[1:] + h[:-1]
+    w2 = h[1:] + 2.0 * h[:-1]
+    flat = (np.sign(m[1:]) != np.sign(m[:-1])) | (m[1:] == 0) | (m[:-1] == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        harmonic = (w1 + w2) / (w1 / m[:-1] + w2 / m[1:])
+    d[1:-1] = np.where(flat, 0.0, harmonic)
+
+    def edge(h0: float, h1: float, m0: float, m1: float) -> float:
+        e = ((2.0 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+        if np.sign(e) != np.sign(m0):
+            return 0.0
+        if np.sign(m0) != np.sign(m1) and abs(e) > 3.0 * abs(m0):
+            return 3.0 * m0
+        return float(e)
+
+    d[0] = edge(h[0], h[1], m[0], m[1])
+    d[-1] = edge(h[-1], h[-2], m[-1], m[-2])
+    return d
+
+
+def _hermite_coefficients(
+    x: np.ndarray, y: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per interval k, ``p_k(s) = c0 + c1 s + c2 s² + c3 s³`` with ``s = t − x_k`` in ``[0, h_k]``:
+    the cubic with values ``y_k, y_{k+1}`` and slopes ``d_k, d_{k+1}`` at the ends."""
+    h = np.diff(x)
+    m = np.diff(y) / h
+    c2 = (3.0 * m - 2.0 * d[:-1] - d[1:]) / h
+    c3 = (d[:-1] + d[1:] - 2.0 * m) / h**2
+    return y[:-1], d[:-1], c2, c3
+
+
+def _pchip_eval(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The PCHIP interpolant of ``(x, y)`` at ``t`` (inside ``[x_0, x_−1]``)."""
+    c0, c1, c2, c3 = _hermite_coefficients(x, y, _pchip_slopes(x, y))
+    k = np.clip(np.searchsorted(x, t, side="right") - 1, 0, x.size - 2)
+    s = t - x[k]
+    return c0[k] + s * (c1[k] + s * (c2[k] + s * c3[k]))
+
+
+def _pchip_integral(x: np.ndarray, y: np.ndarray, a: float, b: float) -> float:
+    """``∫_a^b`` of the PCHIP interpolant of ``(x, y)``, ``x_0 ≤ a ≤ b ≤ x_−1``, exactly: on each
+    interval the Hermite cubic's antiderivative ``c0 s + c1 s²/2 + c2 s³/3 + c3 s⁴/4`` is taken
+    between the interval's part of ``[a, b]`` (a whole interval gives
+    ``h (y_k + y_{k+1})/2 + h² (d_k − d_{k+1})/12``)."""
+    c0, c1, c2, c3 = _hermite_coefficients(x, y, _pchip_slopes(x, y))
+    lo = np.clip(a, x[:-1], x[1:]) - x[:-1]
+    hi = np.clip(b, x[:-1], x[1:]) - x[:-1]
+
+    def antiderivative(s: np.ndarray) -> np.ndarray:
+        return s * (c0 + s * (c1 / 2.0 + s * (c2 / 3.0 + s * c3 / 4.0)))
+
+    return float(np.sum(antiderivative(hi) - antiderivative(lo)))
+
+
+def _real_vector(func: str, arg: str, v: Any) -> np.ndarray:
+    a = np.asarray(v)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(
+            f"{func}: {arg} must be a 1-D sequence of real numbers, got "
+            f"{type(v).__name__} of dtype {a.dtype}"
+        )
+    if a.ndim != 1:
+        raise ValueError(f"{func}: {arg} must be 1-D (one value per point), got shape {a.shape}")
+    return a.astype(np.float64)
+
+
+def _rd_curve(
+    func: str, kind: str, rate: Any, quality: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate one R-D curve; return (rate, log-rate, PSNR), sorted by rate."""
+    rn, pn = f"rate_{kind}", f"psnr_{kind}"
+    r, p = _real_vector(func, rn, rate), _real_vector(func, pn, quality)
+    if r.size != p.size:
+        raise ValueError(
+            f"{func}: {rn} and {pn} must have one length (one PSNR per rate), got {r.size} "
+            f"and {p.size}"
+        )
+    if r.size < 2:
+        raise ValueError(
+            f"{func}: {rn} and {pn} must hold at least 2 points (an R-D curve), got {r.size}"
+        )
+    for name, v in ((rn, r), (pn, p)):
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise ValueError(
+                f"{func}: {name} must be finite, got {v[bad[0]]} at index {bad[0]} "
+                f"({bad.size} non-finite)"
+            )
+    bad = np.flatnonzero(r <= 0)
+    if bad.size:
+        raise ValueError(
+            f"{func}: {rn} must be > 0 (rates are interpolated in log), got {r[bad[0]]} at index "
+            f"{bad[0]}"
+        )
+    order = np.argsort(r, kind="stable")
+    r, p = r[order], p[order]
+    same = np.flatnonzero(np.diff(r) == 0)
+    if same.size:
+        raise ValueError(
+            f"{func}: {rn} must hold distinct rates, got {r[same[0]]} at indices "
+            f"{order[same[0]]} and {order[same[0] + 1]}"
+        )
+    down = np.flatnonzero(np.diff(p) <= 0)
+    if down.size:
+        i = down[0]
+        raise ValueError(
+            f"{func}: {pn} must increase strictly with the rate (after sorting by {rn}), got "
+            f"{p[i]} dB at rate {r[i]} and {p[i + 1]} dB at rate {r[i + 1]} (indices {order[i]} "
+            f"and {order[i + 1]})"
+        )
+    return r, np.log(r), p
+
+
+def _overlap(func: str, what: str, ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    lo, hi = max(ref[0], test[0]), min(ref[-1], test[-1])
+    if not hi > lo:
+        raise ValueError(f"{func}: {what}")
+    return float(lo), float(hi)
+
+
+def bd_rate(rate_ref: Any, psnr_ref: Any, rate_test: Any, psnr_test: Any) -> float:
+    """Bjøntegaard delta rate: the average rate difference, in %, of the test curve against the
+    reference curve at equal PSNR (negative: the test codec needs fewer bits).
+
+    G. Bjøntegaard, "Calculation of average PSNR differences between RD-curves", ITU-T SG16 Q.6,
+    document VCEG-M33, Austin, April 2001 (a cubic polynomial fit of log-rate against PSNR);
+    G. Bjøntegaard, "Improvements of the BD-PSNR model", ITU-T SG16 Q.6, document VCEG-AI11,
+    Berlin, July 2008 (piecewise-cubic interpolation instead of the fit, which can oscillate).
+    This is the piecewise-cubic version: for each curve, the log-rate ``ln R`` is interpolated as
+    a function of PSNR by the monotone piecewise-cubic Hermite interpolant (PCHIP; slopes of
+    Fritsch & Carlson 1980 / Fritsch & Butland 1984 as SciPy's ``PchipInterpolator`` and
+    MATLAB's ``pchip``, written here in numpy). Over the PSNR interval ``[lo, hi]`` both curves
+    cover (``lo`` = the larger of the two lowest PSNRs, ``hi`` the smaller of the two highest)::
+
+        Δ = (1 / (hi − lo)) ∫_lo^hi (ln R_test(P) − ln R_ref(P)) dP,    BD-rate = 100 (e^Δ − 1) %
+
+    The integrals are exact (each Hermite cubic's antiderivative in closed form), not sampled.
+    The logarithm's base cancels (``10^Δ₁₀ = e^Δ``), so the result equals that of the usual
+    log10 formulation. Consequences that hold exactly (up to rounding): a test curve with
+    every rate multiplied by ``k`` at the same PSNRs gives ``100 (k − 1)``; swapping the curves
+    gives ``r'`` with ``(1 + r/100)(1 + r'/100) = 1``.
+
+    Args:
+      rate_ref, psnr_ref: the reference curve (e.g. JPEG): rates (bpp, bits or bytes; any
+        positive unit, the same for both curves) and PSNRs in dB, one per point, any order.
+      rate_test, psnr_test: the tested curve, in the same units.
+
+    Each curve needs at least 2 points, distinct positive finite rates, and finite PSNRs that
+    increase strictly with the rate (after sorting by rate).
+
+    Returns:
+      The BD-rate in percent (float).
+
+    Raises:
+      TypeError: an argument is not a sequence of real numbers.
+      ValueError, naming the argument, what was expected and what came: not 1-D, the rate and
+        PSNR of a curve differ in length, fewer than 2 points, a non-finite value, a rate ≤ 0,
+        repeated rates, PSNR not strictly increasing with the rate, or PSNR ranges that do not
+        overlap (then :func:`bd_psnr` may still be defined over a common rate interval).
+    """
+    func = "bd_rate"
+    _, lr, pr = _rd_curve(func, "ref", rate_ref, psnr_ref)
+    _, lt, pt = _rd_curve(func, "test", rate_test, psnr_test)
+    lo, hi = _overlap(
+        func,
+        f"psnr_test must overlap psnr_ref in PSNR (BD-rate averages over the common PSNR "
+        f"interval), got psnr_ref in [{pr[0]:.6g}, {pr[-1]:.6g}] dB and psnr_test in "
+        f"[{pt[0]:.6g}, {pt[-1]:.6g}] dB",
+        pr,
+        pt,
+    )
+    delta = (_pchip_integral(pt, lt, lo, hi) - _pchip_integral(pr, lr, lo, hi)) / (hi - lo)
+    return float(100.0 * np.expm1(delta))
+
+
+def bd_psnr(rate_ref: Any, psnr_ref: Any, rate_test: Any, psnr_test: Any) -> float:
+    """Bjøntegaard delta PSNR: the average PSNR difference, in dB, of the test curve against the
+    reference curve at equal rate (positive: the test codec is better).
+
+    Bjøntegaard, VCEG-M33 (2001) and VCEG-AI11 (2008), as :func:`bd_rate`, with the roles of the
+    axes exchanged: for each curve the PSNR is interpolated as a function of ``ln R`` by the
+    monotone piecewise-cubic Hermite interpolant (PCHIP), and::
+
+        BD-PSNR = (1 / (b − a)) ∫_a^b (P_test(L) − P_ref(L)) dL      (L = ln R)
+
+    over the log-rate interval ``[a, b]`` both curves cover, integrated exactly. A test curve
+    with every PSNR shifted by ``d`` at the same rates gives exactly ``d``; swapping the curves
+    negates the result.
+
+    Args and validation: as :func:`bd_rate`; the curves must overlap in rate (not in PSNR).
+
+    Returns:
+      The BD-PSNR in dB (float).
+
+    Raises:
+      TypeError / ValueError as :func:`bd_rate`; the "no overlap" error names the rate ranges.
+    """
+    func = "bd_psnr"
+    rr, lr, pr = _rd_curve(func, "ref", rate_ref, psnr_ref)
+    rt, lt, pt = _rd_curve(func, "test", rate_test, psnr_test)
+    lo, hi = _overlap(
+        func,
+        f"rate_test must overlap rate_ref (BD-PSNR averages over the common log-rate interval), "
+        f"got rate_ref in [{rr[0]:.6g}, {rr[-1]:.6g}] and rate_test in "
+        f"[{rt[0]:.6g}, {rt[-1]:.6g}]",
+        lr,
+        lt,
+    )
+    return float((_pchip_integral(lt, pt, lo, hi) - _pchip_integral(lr, pr, lo, hi)) / (hi - lo))

@@ -41,7 +41,7 @@ from .schedules import (
 from .timesampling import low_discrepancy_times, stratified_times, uniform_times
 from .weighting import Weighting, weighting_from_dict
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "ConditionalMixture",

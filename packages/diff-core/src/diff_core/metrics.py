@@ -159,9 +159,18 @@ def mmd2(
     return kxx / n**2 + kyy / m**2 - 2 * kxy / (n * m)
 
 
+def _resolved_spectrum(w: np.ndarray, scale: float) -> np.ndarray:
+    """Eigenvalues ``w`` of a symmetric PSD matrix whose entries carry rounding of order
+    ``eps · scale``, with those under the decomposition's floor ``n · eps · scale`` set to 0.
+    They are indistinguishable from the null space, and their square roots (≈ 1e-8 · √scale
+    each) would otherwise make ``frechet_distance(x, y)`` and ``frechet_distance(y, x)`` of
+    rank-deficient covariances (fewer samples than dimensions) differ by ~1e-9 relative."""
+    return np.where(w > w.size * np.finfo(np.float64).eps * scale, w, 0.0)
+
+
 def _psd_sqrt(c: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh((c + c.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(_resolved_spectrum(w, float(np.max(np.abs(w), initial=0.0))))) @ v.T
 
 
 def _host_float(func: str, arg: str, a: Any) -> np.ndarray:
@@ -175,15 +184,17 @@ def _host_float(func: str, arg: str, a: Any) -> np.ndarray:
     return out
 
 
-def _check_covariance(func: str, arg: str, cov: np.ndarray) -> None:
-    """Finite, symmetric and positive semi-definite, within rounding relative to its scale."""
+def _check_covariance(func: str, arg: str, cov: np.ndarray) -> float:
+    """Finite, symmetric and positive semi-definite, within rounding relative to its scale;
+    returns the largest eigenvalue (0 for an empty matrix)."""
     if not np.all(np.isfinite(cov)):
         raise arg_error(func, arg, "finite", "non-finite entries")
     scale = max(float(np.max(np.abs(cov))) if cov.size else 0.0, np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(cov - cov.T))) if cov.size else 0.0
     if asym > 1e-8 * scale:
         raise arg_error(func, arg, "a symmetric covariance matrix", f"max |C - C^T| = {asym:.3g}")
-    w_min = float(np.linalg.eigvalsh((cov + cov.T) / 2).min()) if cov.size else 0.0
+    w = np.linalg.eigvalsh((cov + cov.T) / 2) if cov.size else np.zeros(1)
+    w_min = float(w.min())
     if w_min < -1e-8 * scale * max(1, cov.shape[0]):
         raise arg_error(
             func,
@@ -191,14 +202,15 @@ def _check_covariance(func: str, arg: str, cov: np.ndarray) -> None:
             "positive semi-definite (a covariance matrix)",
             f"smallest eigenvalue {w_min:.6g}",
         )
+    return max(float(w.max()), 0.0)
 
 
 def frechet_distance_gaussians(m1: Any, c1: Any, m2: Any, c2: Any) -> float:
     """``‖m1 − m2‖² + tr C1 + tr C2 − 2 tr (C1^½ C2 C1^½)^½`` (Fréchet / W2² of two Gaussians).
 
-    Square roots come from symmetric eigendecompositions (negative eigenvalues from rounding are
-    clipped to 0), which is stable where ``scipy.linalg.sqrtm`` of the non-symmetric ``C1 C2``
-    returns complex parts.
+    Square roots come from symmetric eigendecompositions (eigenvalues under the decomposition's
+    rounding floor, negative ones included, are set to 0), which is stable where
+    ``scipy.linalg.sqrtm`` of the non-symmetric ``C1 C2`` returns complex parts.
 
     >>> frechet_distance_gaussians([0, 0], [[1, 0], [0, 4]], [0, 0], [[4, 0], [0, 1]])
     2.0
@@ -220,13 +232,14 @@ def _frechet(func: str, names: tuple[str, str, str, str], m1: Any, c1: Any, m2: 
             raise arg_error(
                 func, arg, "finite", f"{int(np.sum(~np.isfinite(mu)))} non-finite entries"
             )
+    top = []  # largest eigenvalue of each covariance
     for arg, cov in ((n_c1, cov1), (n_c2, cov2)):
         if cov.shape != (d, d):
             raise arg_error(func, arg, f"shaped ({d}, {d})", f"shape {cov.shape}")
-        _check_covariance(func, arg, cov)
+        top.append(_check_covariance(func, arg, cov))
     s1 = _psd_sqrt(cov1)
-    inner = s1 @ cov2 @ s1
-    ev = np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)
+    inner = s1 @ cov2 @ s1  # rounding of order eps · ‖C1‖ · ‖C2‖
+    ev = _resolved_spectrum(np.linalg.eigvalsh((inner + inner.T) / 2), top[0] * top[1])
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.sum(np.sqrt(ev)))
 
