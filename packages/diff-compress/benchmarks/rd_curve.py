@@ -136,26 +136,18 @@ def _parser() -> argparse.ArgumentParser:
         help="use this trained model folder for PRESET instead of training (repeatable; default: "
         "train every preset)",
     )
-    p.add_argument(
-        "--jpeg-qualities",
-        type=int,
-        nargs="+",
-        default=list(JPEG_QUALITIES),
-        metavar="Q",
-        help="Pillow JPEG qualities of the reference curve (default: "
-        + " ".join(map(str, JPEG_QUALITIES))
-        + ")",
-    )
-    p.add_argument(
-        "--webp-qualities",
-        type=int,
-        nargs="+",
-        default=list(WEBP_QUALITIES),
-        metavar="Q",
-        help="Pillow WebP qualities of the second reference curve (default: "
-        + " ".join(map(str, WEBP_QUALITIES))
-        + ")",
-    )
+    for fmt, name, qualities, what in (
+        ("jpeg", "JPEG", JPEG_QUALITIES, "the reference curve"),
+        ("webp", "WebP", WEBP_QUALITIES, "the second reference curve"),
+    ):
+        p.add_argument(
+            f"--{fmt}-qualities",
+            type=int,
+            nargs="+",
+            default=list(qualities),
+            metavar="Q",
+            help=f"Pillow {name} qualities of {what} (default: {' '.join(map(str, qualities))})",
+        )
     p.add_argument(
         "--quick",
         action="store_true",

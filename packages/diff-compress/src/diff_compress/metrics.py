@@ -596,11 +596,23 @@ def _rd_curve(
     return r, np.log(r), p
 
 
-def _overlap(func: str, what: str, ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
-    lo, hi = max(ref[0], test[0]), min(ref[-1], test[-1])
+def _mean_gap(
+    func: str,
+    what: str,
+    x_ref: np.ndarray,
+    y_ref: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+) -> float:
+    """``(1 / (hi − lo)) ∫_lo^hi (y_test(x) − y_ref(x)) dx`` of the two PCHIP interpolants over
+    the interval both ``x`` ranges cover (both sorted increasing); ``what`` is the refusal's
+    message when they do not overlap."""
+    lo, hi = max(x_ref[0], x_test[0]), min(x_ref[-1], x_test[-1])
     if not hi > lo:
         raise ValueError(f"{func}: {what}")
-    return float(lo), float(hi)
+    lo, hi = float(lo), float(hi)
+    gap = _pchip_integral(x_test, y_test, lo, hi) - _pchip_integral(x_ref, y_ref, lo, hi)
+    return gap / (hi - lo)
 
 
 def bd_rate(rate_ref: Any, psnr_ref: Any, rate_test: Any, psnr_test: Any) -> float:
@@ -646,15 +658,16 @@ def bd_rate(rate_ref: Any, psnr_ref: Any, rate_test: Any, psnr_test: Any) -> flo
     func = "bd_rate"
     _, lr, pr = _rd_curve(func, "ref", rate_ref, psnr_ref)
     _, lt, pt = _rd_curve(func, "test", rate_test, psnr_test)
-    lo, hi = _overlap(
+    delta = _mean_gap(
         func,
         f"psnr_test must overlap psnr_ref in PSNR (BD-rate averages over the common PSNR "
         f"interval), got psnr_ref in [{pr[0]:.6g}, {pr[-1]:.6g}] dB and psnr_test in "
         f"[{pt[0]:.6g}, {pt[-1]:.6g}] dB",
         pr,
+        lr,
         pt,
+        lt,
     )
-    delta = (_pchip_integral(pt, lt, lo, hi) - _pchip_integral(pr, lr, lo, hi)) / (hi - lo)
     return float(100.0 * np.expm1(delta))
 
 
@@ -683,12 +696,15 @@ def bd_psnr(rate_ref: Any, psnr_ref: Any, rate_test: Any, psnr_test: Any) -> flo
     func = "bd_psnr"
     rr, lr, pr = _rd_curve(func, "ref", rate_ref, psnr_ref)
     rt, lt, pt = _rd_curve(func, "test", rate_test, psnr_test)
-    lo, hi = _overlap(
-        func,
-        f"rate_test must overlap rate_ref (BD-PSNR averages over the common log-rate interval), "
-        f"got rate_ref in [{rr[0]:.6g}, {rr[-1]:.6g}] and rate_test in "
-        f"[{rt[0]:.6g}, {rt[-1]:.6g}]",
-        lr,
-        lt,
+    return float(
+        _mean_gap(
+            func,
+            f"rate_test must overlap rate_ref (BD-PSNR averages over the common log-rate "
+            f"interval), got rate_ref in [{rr[0]:.6g}, {rr[-1]:.6g}] and rate_test in "
+            f"[{rt[0]:.6g}, {rt[-1]:.6g}]",
+            lr,
+            pr,
+            lt,
+            pt,
+        )
     )
-    return float((_pchip_integral(lt, pt, lo, hi) - _pchip_integral(lr, pr, lo, hi)) / (hi - lo))

@@ -168,8 +168,8 @@ def _resolved_spectrum(w: np.ndarray, scale: float) -> np.ndarray:
     return np.where(w > w.size * np.finfo(np.float64).eps * scale, w, 0.0)
 
 
-def _psd_sqrt(c: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((c + c.T) / 2)
+def _psd_sqrt(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``C^½`` of the symmetric PSD matrix with eigenvalues ``w`` and eigenvectors ``v``."""
     return (v * np.sqrt(_resolved_spectrum(w, float(np.max(np.abs(w), initial=0.0))))) @ v.T
 
 
@@ -184,16 +184,25 @@ def _host_float(func: str, arg: str, a: Any) -> np.ndarray:
     return out
 
 
-def _check_covariance(func: str, arg: str, cov: np.ndarray) -> float:
+def _check_covariance(
+    func: str, arg: str, cov: np.ndarray, *, vectors: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Finite, symmetric and positive semi-definite, within rounding relative to its scale;
-    returns the largest eigenvalue (0 for an empty matrix)."""
+    returns the eigenvalues of its symmetric part and, with ``vectors``, its eigenvectors (one
+    decomposition serves the check and the square root)."""
     if not np.all(np.isfinite(cov)):
         raise arg_error(func, arg, "finite", "non-finite entries")
     scale = max(float(np.max(np.abs(cov))) if cov.size else 0.0, np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(cov - cov.T))) if cov.size else 0.0
     if asym > 1e-8 * scale:
         raise arg_error(func, arg, "a symmetric covariance matrix", f"max |C - C^T| = {asym:.3g}")
-    w = np.linalg.eigvalsh((cov + cov.T) / 2) if cov.size else np.zeros(1)
+    v = np.zeros(cov.shape) if vectors else None
+    if not cov.size:
+        w = np.zeros(1)
+    elif vectors:
+        w, v = np.linalg.eigh((cov + cov.T) / 2)
+    else:
+        w = np.linalg.eigvalsh((cov + cov.T) / 2)
     w_min = float(w.min())
     if w_min < -1e-8 * scale * max(1, cov.shape[0]):
         raise arg_error(
@@ -202,7 +211,7 @@ def _check_covariance(func: str, arg: str, cov: np.ndarray) -> float:
             "positive semi-definite (a covariance matrix)",
             f"smallest eigenvalue {w_min:.6g}",
         )
-    return max(float(w.max()), 0.0)
+    return w, v
 
 
 def frechet_distance_gaussians(m1: Any, c1: Any, m2: Any, c2: Any) -> float:
@@ -232,14 +241,16 @@ def _frechet(func: str, names: tuple[str, str, str, str], m1: Any, c1: Any, m2: 
             raise arg_error(
                 func, arg, "finite", f"{int(np.sum(~np.isfinite(mu)))} non-finite entries"
             )
-    top = []  # largest eigenvalue of each covariance
-    for arg, cov in ((n_c1, cov1), (n_c2, cov2)):
+    spectra = []
+    for arg, cov, vectors in ((n_c1, cov1, True), (n_c2, cov2, False)):
         if cov.shape != (d, d):
             raise arg_error(func, arg, f"shaped ({d}, {d})", f"shape {cov.shape}")
-        top.append(_check_covariance(func, arg, cov))
-    s1 = _psd_sqrt(cov1)
+        spectra.append(_check_covariance(func, arg, cov, vectors=vectors))
+    (w1, v1), (w2, _) = spectra
+    s1 = _psd_sqrt(w1, v1)
     inner = s1 @ cov2 @ s1  # rounding of order eps · ‖C1‖ · ‖C2‖
-    ev = _resolved_spectrum(np.linalg.eigvalsh((inner + inner.T) / 2), top[0] * top[1])
+    scale = max(float(w1.max()), 0.0) * max(float(w2.max()), 0.0)
+    ev = _resolved_spectrum(np.linalg.eigvalsh((inner + inner.T) / 2), scale)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.sum(np.sqrt(ev)))
 
